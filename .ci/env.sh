@@ -1,0 +1,18 @@
+# Sourced by .ci/test, .ci/demo and the benchmarks: builds .venv from nothing with uv.
+# Needs only python3 (>= 3.10) and pip on PATH and the package registries.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${BABOU_VENV:-$ROOT/.venv}"
+export UV_COMPILE_BYTECODE=1   # this environment sets PYTHONDONTWRITEBYTECODE; airflow is 2.5x slower without .pyc
+export UV_LINK_MODE=copy
+
+if ! command -v uv >/dev/null 2>&1; then
+    python3 -m pip install --quiet --user uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+    export PATH="$HOME/.local/bin:$PATH"
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    uv venv --quiet --python "${BABOU_PYTHON:-python3}" "$VENV"
+fi
+VIRTUAL_ENV="$VENV" uv pip install --quiet -e "$ROOT[${BABOU_EXTRAS:-dev}]"
+export PATH="$VENV/bin:$PATH"
+export VIRTUAL_ENV="$VENV"

@@ -1,0 +1,131 @@
+"""Typed errors raised by the Babou provider.
+
+Every error carries what Babou said (HTTP status, machine ``code``, human ``message`` and the
+optional ``hint``) and shows all of it in its text. None of them ever holds the API key: the
+request's method and path are kept, never its headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:  # Airflow >= 3.1 exposes the task-SDK exception; keep the core import as a fallback.
+    from airflow.sdk.exceptions import AirflowException
+except ImportError:  # pragma: no cover - exercised only on older layouts
+    from airflow.exceptions import AirflowException
+
+
+class BabouError(AirflowException):
+    """Base class of every Babou error.
+
+    :param message: Babou's ``error`` text, or ours when Babou gave none.
+    :param http_status: the HTTP status of the response, ``None`` when there was no response.
+    :param code: Babou's machine-readable ``code`` (e.g. ``CONFLICT``), when known.
+    :param hint: Babou's ``hint``, or ours, saying how to fix the problem.
+    :param method: the HTTP method of the failed request.
+    :param path: the URL path of the failed request (never the query string or headers).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+        self.hint = hint
+        self.method = method
+        self.path = path
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        head = "Babou"
+        if self.http_status is not None:
+            head += f" {self.http_status}"
+        if self.code:
+            head += f" {self.code}"
+        if self.method and self.path:
+            head += f" on {self.method} {self.path}"
+        text = f"{head}: {self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields must survive pickling (executors and the triggerer pickle errors).
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+def _rebuild(cls: type[BabouError], state: dict[str, Any]) -> BabouError:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    Exception.__init__(error, error._render())
+    return error
+
+
+class BabouInputError(BabouError, ValueError):
+    """An argument was rejected before any request was sent (bad id, empty name, missing file...)."""
+
+
+class BabouAuthError(BabouError):
+    """401: the key is missing, malformed (``INVALID_API_KEY_FORMAT``), unknown or expired."""
+
+
+class BabouNotFoundError(BabouError):
+    """404: the resource does not exist or belongs to another key."""
+
+
+class BabouConflictError(BabouError):
+    """409: a prompt (per chapter) or an export (per project) is already in flight."""
+
+
+class BabouValidationError(BabouError):
+    """400 or 413: Babou rejected the request's content."""
+
+
+class BabouRateLimitError(BabouError):
+    """429: the key's rate limit was exceeded.
+
+    :param retry_after: seconds Babou asked us to wait, when it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class BabouServerError(BabouError):
+    """5xx: Babou (or a proxy in front of it) failed."""
+
+
+class BabouTransportError(BabouError):
+    """No usable response: connection refused or dropped, timeout, TLS or protocol error."""
+
+
+class BabouOutcomeUnknownError(BabouError):
+    """A create request may or may not have taken effect, and the API offers no way to tell.
+
+    Raised instead of retrying, so a retry can never create a duplicate. Check the account
+    (for example list projects by name) before trying again.
+    """
+
+
+class BabouDownloadExpiredError(BabouError):
+    """The export's signed ``download_url`` has expired; get the export status for a fresh one."""
+
+
+class BabouJobFailedError(BabouError):
+    """A prompt, export or asset reached a failed terminal state; ``message`` is Babou's reason."""
+
+
+class BabouWaitTimeoutError(BabouError):
+    """A wait for a prompt, export or asset passed its deadline; the text names what was pending."""

@@ -1,0 +1,244 @@
+"""Pydantic models of what the Babou API returns.
+
+Parsing is tolerant by design (see ``babou-api.md`` section 10): unknown fields are ignored,
+optional keys may be missing, timestamps may carry fractions or offsets, ids are not checked
+for shape, and status words the docs use interchangeably (``error``/``failed``) are synonyms.
+A status word we have never seen parses as ``UNKNOWN``, which is never terminal: a wait keeps
+polling rather than guessing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Status(str, Enum):
+    """A status word; subclasses list which values are terminal and which are failures."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            synonym = cls._synonyms().get(lowered, lowered)
+            for member in cls:
+                if member.value == synonym:
+                    return member
+        return cls("unknown")
+
+    @classmethod
+    def _synonyms(cls) -> dict[str, str]:
+        return {}
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the object will not change state any more."""
+        return self.is_success or self.is_failure
+
+    @property
+    def is_success(self) -> bool:
+        """Whether this is the successful terminal state."""
+        return self.value in type(self)._success_values()
+
+    @property
+    def is_failure(self) -> bool:
+        """Whether this is a failed terminal state."""
+        return self.value in type(self)._failure_values()
+
+    @classmethod
+    def _success_values(cls) -> frozenset[str]:
+        return frozenset({"completed", "ready"})
+
+    @classmethod
+    def _failure_values(cls) -> frozenset[str]:
+        return frozenset({"failed", "error"})
+
+
+class PromptStatus(_Status):
+    """State of one prompt (an "interaction" on a chapter)."""
+
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def _synonyms(cls) -> dict[str, str]:
+        return {"error": "failed", "cancelled": "failed", "canceled": "failed"}
+
+
+class ChapterStatus(_Status):
+    """Chapter status derived by Babou from its prompts.
+
+    ``ready`` is not a success on its own: a chapter with no prompts is ``ready`` too.
+    """
+
+    READY = "ready"
+    PROCESSING = "processing"
+    ERROR = "error"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def _synonyms(cls) -> dict[str, str]:
+        # The MCP docs show "completed" for a chapter whose prompt finished.
+        return {"completed": "ready", "failed": "error"}
+
+
+class ExportStatus(_Status):
+    """State of a project's export."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def _synonyms(cls) -> dict[str, str]:
+        return {"error": "failed"}
+
+
+class AssetState(_Status):
+    """State of an uploaded asset; the docs say both ``error`` and ``failed``."""
+
+    UPLOADING = "uploading"
+    PROCESSING = "processing"
+    READY = "ready"
+    ERROR = "error"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def _synonyms(cls) -> dict[str, str]:
+        return {"failed": "error"}
+
+
+class BabouModel(BaseModel):
+    """Base of every response model: unknown fields are ignored, never an error."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Pagination(BabouModel):
+    """The ``pagination`` block of a list response."""
+
+    limit: int
+    offset: int
+    total: int
+
+
+class Project(BabouModel):
+    """A project: the container of chapters, exported as one video."""
+
+    id: str
+    name: str
+    description: str | None = None
+    settings: dict[str, Any] | None = None
+    active_export_id: str | None = None
+    created_at: datetime | None = None
+
+
+class Prompt(BabouModel):
+    """A prompt as nested in Get Chapter; ``status`` may be absent (then see :meth:`Chapter.prompt_status`)."""
+
+    id: str
+    content: str = ""
+    status: PromptStatus | None = None
+    result: str | None = None
+    created_at: datetime | None = None
+
+
+class Chapter(BabouModel):
+    """A chapter; ``status``, ``prompt_count`` and ``prompts`` come only from list/get responses."""
+
+    id: str
+    project_id: str | None = None
+    name: str
+    duration: float | None = None
+    created_at: datetime | None = None
+    status: ChapterStatus | None = None
+    prompt_count: int | None = None
+    prompts: list[Prompt] = Field(default_factory=list)
+
+    def find_prompt(self, prompt_id: str) -> Prompt | None:
+        """Return the nested prompt with this id, if the chapter holds it."""
+        return next((p for p in self.prompts if p.id == prompt_id), None)
+
+    def prompt_status(self, prompt_id: str) -> PromptStatus:
+        """Work out a prompt's state, using the chapter status when the prompt has no ``status``.
+
+        Without a ``status`` key a prompt is done when its ``result`` is set and the chapter is not
+        processing; it failed when the chapter is in ``error`` and it is the latest prompt.
+        """
+        prompt = self.find_prompt(prompt_id)
+        if prompt is None:
+            return PromptStatus.UNKNOWN
+        if prompt.status is not None and prompt.status is not PromptStatus.UNKNOWN:
+            return prompt.status
+        if self.status is ChapterStatus.PROCESSING or prompt.result is None:
+            return PromptStatus.PROCESSING
+        if self.status is ChapterStatus.ERROR and self.prompts[-1].id == prompt_id:
+            return PromptStatus.FAILED
+        return PromptStatus.COMPLETED
+
+
+class PromptReceipt(BabouModel):
+    """What Submit Prompt returns at once; the prompt then runs for 30-90 seconds."""
+
+    prompt_id: str
+    status: PromptStatus = PromptStatus.PROCESSING
+    message: str | None = None
+    estimated_time: str | None = None
+
+
+class ExportReceipt(BabouModel):
+    """What Start Export returns; the export is addressed by its project afterwards."""
+
+    status: ExportStatus = ExportStatus.QUEUED
+    message: str | None = None
+    estimated_time: str | None = None
+
+
+class Export(BabouModel):
+    """Get Export Status: ``download_url`` once completed, ``error`` once failed."""
+
+    status: ExportStatus
+    download_url: str | None = None
+    error: str | None = None
+    duration_seconds: float | None = None
+
+
+class Asset(BabouModel):
+    """An uploaded media file (image, clip, audio) that prompts can reference."""
+
+    id: str
+    name: str | None = None
+    url: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    state: AssetState
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    created_at: datetime | None = None
+
+
+T = TypeVar("T", bound=BabouModel)
+
+
+class Page(BabouModel, Generic[T]):
+    """One page of a list endpoint; ``pagination`` is ``None`` when the API sent none."""
+
+    items: list[T]
+    pagination: Pagination | None = None
+
+
+class DownloadResult(BabouModel):
+    """A finished download: where it is, how big, and its SHA-256."""
+
+    path: str
+    size: int
+    sha256: str
+    project_id: str

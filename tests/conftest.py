@@ -1,0 +1,49 @@
+"""Shared fixtures: an isolated AIRFLOW_HOME and one Babou emulator process for the session.
+
+Airflow reads its configuration on first import, so the environment is set here, before any
+test module imports ``airflow``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.keys import ALICE, BOB, EXPIRED
+
+REPO = Path(__file__).resolve().parent.parent
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="babou-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "example_dags"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}")
+os.environ.pop("BABOU_API_KEY", None)
+
+from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess  # noqa: E402
+
+EMULATOR_ARGS = [
+    *("--api-key", ALICE, "--api-key", BOB, "--expired-key", EXPIRED),
+    *("--rate-limit", "0", "--seed", "1234"),
+    *("--prompt-seconds", "0.3", "--export-queued-seconds", "0.1", "--export-processing-seconds", "0.3"),
+    *("--asset-seconds", "0.3"),
+]
+
+
+@pytest.fixture(scope="session")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    """One emulator on an ephemeral 127.0.0.1 port, stopped by PID at the end of the session."""
+    with EmulatorProcess(EMULATOR_ARGS) as process:
+        yield process
+
+
+@pytest.fixture
+def emulator(emulator_process: EmulatorProcess) -> EmulatorControl:
+    """The session's emulator, reset to its start-up state (data, counters, config, faults)."""
+    control = EmulatorControl(emulator_process.url)
+    control.reset()
+    return control
