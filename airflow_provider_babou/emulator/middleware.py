@@ -1,0 +1,207 @@
+"""ASGI middleware for ``/api/v1`` and ``/downloads``: counting, fault injection, rate limiting.
+
+Order per request: count it → draw a fault (one draw per request, see
+:mod:`~airflow_provider_babou.emulator.faults`) → optional latency → immediate fault responses or
+``drop_before`` → per-key rate limit → the route, with ``delay_after`` / ``drop_after`` applied to
+its response. ``/_emulator/*`` passes straight through and is never counted or faulted.
+
+A dropped connection is made by sending the response head (with its full ``Content-Length``) and
+part of the body, then raising :class:`DropConnection`: uvicorn then closes the socket mid-response,
+which is what a client sees when a proxy or the network fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.routing import Match, Router
+
+from airflow_provider_babou.emulator.faults import Decision
+from airflow_provider_babou.emulator.state import EmulatorState
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_HTML = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+}
+
+
+class DropConnection(Exception):
+    """Raised after a partial response so the server aborts the connection."""
+
+
+class _DropFilter(logging.Filter):
+    """Keeps uvicorn from logging a traceback for every deliberate connection drop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not _is_drop(exc)
+
+
+def _is_drop(exc: BaseException | None) -> bool:
+    if isinstance(exc, DropConnection):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_drop(e) for e in exc.exceptions)
+    return False
+
+
+def silence_drop_tracebacks() -> None:
+    """Install the filter on uvicorn's error logger (call after uvicorn configured logging)."""
+    logging.getLogger("uvicorn.error").addFilter(_DropFilter())
+
+
+def _json_head(status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> Message:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+
+
+class EmulatorMiddleware:
+    """See the module docstring."""
+
+    def __init__(self, app: ASGIApp, state: EmulatorState, router: Router) -> None:
+        self.app = app
+        self.state = state
+        self.router = router
+
+    def _route_label(self, scope: Scope) -> str:
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return f"{scope['method']} {getattr(route, 'path', '?')}"
+        return f"{scope['method']} (unmatched)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path.startswith("/api/v1") or path.startswith("/downloads")):
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        auth = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth = value.decode("latin-1")
+                break
+        key = state.key_from_header(auth)
+        client = scope.get("client")
+        state.stats.request(key, self._route_label(scope), tuple(client) if client else None)
+        decision = state.faults.decide(scope["method"], path, key)
+        if decision is not None:
+            state.stats.fault(key, decision.fault)
+            if decision.fault == "latency":
+                await asyncio.sleep(decision.seconds or 0)
+                decision = None
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state.stats.response(key, message["status"])
+            await send(message)
+
+        if decision is not None and await self._immediate(decision, counted_send):
+            return
+        if key is not None and path.startswith("/api/v1"):
+            retry = state.limiter.take(key)
+            if retry is not None:
+                await self._send_429(counted_send, retry)
+                return
+        wrapped = counted_send if decision is None else self._wrap_send(decision, counted_send)
+        try:
+            await self.app(scope, receive, wrapped)
+        except BaseExceptionGroup as group:
+            # anyio task groups inside streaming responses wrap our exception.
+            if _is_drop(group):
+                raise DropConnection() from None
+            raise
+
+    async def _send_429(self, send: Send, retry_after: float) -> None:
+        body = json.dumps(
+            {
+                "error": "Rate limit exceeded",
+                "code": "RATE_LIMITED",
+                "hint": f"Retry after {int(retry_after)} seconds",
+            }
+        ).encode()
+        await send(_json_head(429, body, [(b"retry-after", str(int(retry_after)).encode())]))
+        await send({"type": "http.response.body", "body": body})
+
+    async def _immediate(self, decision: Decision, send: Send) -> bool:
+        """Answer faults that never reach the route; True when the request is done."""
+        fault = decision.fault
+        if fault == "500":
+            body = json.dumps(
+                {"error": "Internal server error", "code": "INTERNAL_ERROR", "hint": "Retry the request"}
+            ).encode()
+            await send(_json_head(500, body))
+            await send({"type": "http.response.body", "body": body})
+            return True
+        if fault in ("502_html", "503_html"):
+            status = int(fault[:3])
+            title = f"{status} {_HTML[status]}"
+            body = (
+                f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+                f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+            ).encode()
+            head = {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/html"), (b"content-length", str(len(body)).encode())],
+            }
+            await send(head)
+            await send({"type": "http.response.body", "body": body})
+            return True
+        if fault == "504_empty":
+            await send({"type": "http.response.start", "status": 504, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return True
+        if fault == "429":
+            await self._send_429(send, decision.seconds if decision.seconds is not None else 1)
+            return True
+        if fault == "drop_before":
+            body = b'{"id": "prj_truncated", "name": "this response was cut off by the emulator"}'
+            await send(_json_head(200, body))
+            await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+            raise DropConnection()
+        return False
+
+    def _wrap_send(self, decision: Decision, send: Send) -> Send:
+        """``delay_after``: hold the finished response; ``drop_after``: cut its body short."""
+        if decision.fault == "delay_after":
+
+            async def delayed(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    await asyncio.sleep(decision.seconds or 0)
+                await send(message)
+
+            return delayed
+
+        sent = 0
+        limit = decision.after_bytes
+
+        async def dropping(message: Message) -> None:
+            nonlocal sent, limit
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            body = bytes(message.get("body", b""))
+            if limit is None:
+                limit = len(body) // 2
+            room = limit - sent
+            if len(body) < room or (len(body) == room and message.get("more_body", False)):
+                sent += len(body)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                if not message.get("more_body", False):
+                    raise DropConnection()
+                return
+            await send({"type": "http.response.body", "body": body[:room], "more_body": True})
+            raise DropConnection()
+
+        return dropping
