@@ -7,6 +7,8 @@ test module imports ``airflow``.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,6 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="babou-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "example_dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}")
 os.environ.pop("BABOU_API_KEY", None)
 
@@ -47,3 +48,9 @@ def emulator(emulator_process: EmulatorProcess) -> EmulatorControl:
     control = EmulatorControl(emulator_process.url)
     control.reset()
     return control
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Create the metadata DB in the session's AIRFLOW_HOME (``dag.test()`` and the CLI need it)."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)

@@ -51,7 +51,7 @@ class VirtualMp4:
             pos += n
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
+def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     """Parse a single ``Range: bytes=...`` header.
 
     :returns: ``(start, end_exclusive)``; ``None`` to ignore the header (malformed or several
@@ -73,8 +73,8 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
         stop = int(last) + 1 if last else size
     except ValueError:
         return None
-    if stop <= start:
-        return None
     if start >= size:
         return False
+    if stop <= start:
+        return None
     return start, min(stop, size)

@@ -13,6 +13,7 @@ which is what a client sees when a proxy or the network fails.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -28,6 +29,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# BaseExceptionGroup is a builtin from Python 3.11; on 3.10 nothing is ever wrapped in one.
+_GROUP: Any = getattr(builtins, "BaseExceptionGroup", ())
 
 _HTML = {
     502: "Bad Gateway",
@@ -50,7 +54,7 @@ class _DropFilter(logging.Filter):
 def _is_drop(exc: BaseException | None) -> bool:
     if isinstance(exc, DropConnection):
         return True
-    if isinstance(exc, BaseExceptionGroup):
+    if _GROUP and isinstance(exc, _GROUP):
         return any(_is_drop(e) for e in exc.exceptions)
     return False
 
@@ -116,7 +120,7 @@ class EmulatorMiddleware:
         wrapped = counted_send if decision is None else self._wrap_send(decision, counted_send)
         try:
             await self.app(scope, receive, wrapped)
-        except BaseExceptionGroup as group:
+        except _GROUP as group:
             # anyio task groups inside streaming responses wrap our exception.
             if _is_drop(group):
                 raise DropConnection() from None

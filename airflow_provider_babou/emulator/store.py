@@ -268,15 +268,15 @@ class Store:
                 return project, chapter
         raise not_found("Chapter")
 
-    def _take_fail(self, key: str, kind: str) -> str | None | bool:
-        """Consume one scripted failure; returns its message, None (default message) or False."""
+    def _take_fail(self, key: str, kind: str, default: str) -> str | None:
+        """Consume one scripted failure of ``kind``: its message (or ``default``), else None."""
         entry = self._fail_next.get((key, kind))
         if entry is None or entry.count <= 0:
-            return False
+            return None
         entry.count -= 1
         if entry.count == 0:
             del self._fail_next[(key, kind)]
-        return entry.message
+        return entry.message or default
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -286,7 +286,7 @@ class Store:
 
     def take_upload_failure(self, key: str) -> bool:
         with self.lock:
-            return self._take_fail(key, "upload") is not False
+            return self._take_fail(key, "upload", "") is not None
 
     # -- projects --------------------------------------------------------------------------------
 
@@ -346,11 +346,8 @@ class Store:
                 )
             for old in in_flight:
                 old.superseded = True
-            fail: str | None = None
-            scripted = self._take_fail(key, "prompt")
-            if scripted is not False:
-                fail = scripted or PROMPT_FAILED_RESULT
-            elif FAIL_PROMPT_MARKER in content:
+            fail = self._take_fail(key, "prompt", PROMPT_FAILED_RESULT)
+            if fail is None and FAIL_PROMPT_MARKER in content:
                 fail = PROMPT_FAILED_RESULT
             if FAIL_EXPORT_MARKER in content:
                 project.fail_export_chapters.append(project.chapters.index(chapter) + 1)
@@ -384,11 +381,8 @@ class Store:
                     "Project has no completed chapters",
                     "Add chapters and submit prompts before exporting",
                 )
-            fail: str | None = None
-            scripted = self._take_fail(key, "export")
-            if scripted is not False:
-                fail = scripted or EXPORT_FAILED_DEFAULT
-            elif project.fail_export_chapters:
+            fail = self._take_fail(key, "export", EXPORT_FAILED_DEFAULT)
+            if fail is None and project.fail_export_chapters:
                 fail = f"Failed to render chapter {project.fail_export_chapters[0]}"
                 project.fail_export_chapters.clear()
             processing_at = now + self.config.export_queued_seconds
@@ -433,8 +427,7 @@ class Store:
     def create_asset(self, key: str, content_type: str, size: int) -> dict[str, Any]:
         with self.lock:
             now = time.time()
-            scripted = self._take_fail(key, "asset")
-            fail = None if scripted is False else (scripted or ASSET_FAILED_DEFAULT)
+            fail = self._take_fail(key, "asset", ASSET_FAILED_DEFAULT)
             asset = Asset(
                 new_id("ast"),
                 key,

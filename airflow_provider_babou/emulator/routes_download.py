@@ -1,0 +1,64 @@
+"""Export downloads: ``GET``/``HEAD /downloads/{export_id}.mp4?expires=<unix seconds>``.
+
+No Authorization is needed (the URL itself is the credential, like a signed CDN link); after
+``expires`` the URL answers 403 ``URL_EXPIRED``. Supports single byte ranges.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from airflow_provider_babou.emulator import schemas
+from airflow_provider_babou.emulator.media import VirtualMp4, parse_range
+from airflow_provider_babou.emulator.routes_api import emulator_state
+from airflow_provider_babou.emulator.store import ApiError
+
+router = APIRouter(tags=["Downloads"])
+
+_FRESH_HINT = "Get the export status again for a fresh download_url"
+
+
+async def _stream(mp4: VirtualMp4, start: int, end: int) -> AsyncIterator[bytes]:
+    for chunk in mp4.iter_range(start, end):
+        yield chunk
+
+
+@router.api_route(
+    "/downloads/{export_id}.mp4",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+    responses={
+        200: {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
+        206: {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
+        416: {"description": "Range not satisfiable"},
+        **schemas.errors(403, 404, 500),
+    },
+)
+async def download(request: Request, export_id: str, expires: str | None = Query(None)) -> Response:
+    state = emulator_state(request)
+    if expires is None or not expires.isdigit():
+        raise ApiError(403, "URL_INVALID", "Download URL is invalid", _FRESH_HINT)
+    if time.time() >= int(expires):
+        raise ApiError(403, "URL_EXPIRED", "Download URL has expired", _FRESH_HINT)
+    if not state.store.completed_export(export_id):
+        raise ApiError(404, "NOT_FOUND", "Export not found")
+    mp4 = VirtualMp4(state.config.mp4_size)
+    headers = {"Accept-Ranges": "bytes", "Content-Type": "video/mp4"}
+    start, end, status = 0, mp4.size, 200
+    range_header = request.headers.get("range")
+    if range_header:
+        parsed = parse_range(range_header, mp4.size)
+        if parsed is False:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{mp4.size}", **headers})
+        if parsed is not None and parsed is not True:
+            start, end = parsed
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{mp4.size}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    return StreamingResponse(_stream(mp4, start, end), status_code=status, headers=headers)

@@ -1,0 +1,69 @@
+"""One personalised video per row of a CSV: the campaign pattern, with dynamic task mapping.
+
+Each mapped task builds and downloads a whole video (``BabouGenerateVideoOperator`` defers
+between its stages, so waiting costs no worker slot). Deferred tasks don't count against
+``max_active_tis_per_dag``, so the fan-out is throttled with a pool instead: create it once with
+``airflow pools set babou_api 4 "Babou API rate limit"``; its size caps how many videos are
+being created at once, and so the request rate your key sees.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, task
+
+from airflow_provider_babou.operators.babou import BabouGenerateVideoOperator
+
+RECIPIENTS_CSV = Path(os.environ.get("BABOU_RECIPIENTS_CSV", Path(__file__).parent / "data" / "recipients.csv"))
+OUTPUT_DIR = os.environ.get("BABOU_OUTPUT_DIR", "/tmp/babou-videos")
+BABOU_POOL = "babou_api"
+
+# [START howto_babou_personalized_videos]
+with DAG(
+    dag_id="babou_personalized_videos",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    tags=["babou", "example"],
+) as dag:
+
+    @task
+    def read_recipients() -> list[dict[str, Any]]:
+        """Turn each CSV row into the keyword arguments of one mapped video task."""
+        with RECIPIENTS_CSV.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return [
+            {
+                "project_name": f"Renewal {row['customer_id']}"[:30],
+                "destination": f"{OUTPUT_DIR}/personalized/{row['customer_id']}.mp4",
+                "chapters": [
+                    {
+                        "name": "greeting",
+                        "prompt": f"Greet {row['first_name']} by name with a warm, friendly title card.",
+                        "duration": 10,
+                    },
+                    {
+                        "name": "renewal",
+                        "prompt": f"Remind {row['first_name']} that the {row['plan']} plan renews on "
+                        f"{row['renewal_date']}, showing the date on a calendar animation.",
+                    },
+                ],
+            }
+            for row in rows
+        ]
+
+    BabouGenerateVideoOperator.partial(
+        task_id="personalized_video",
+        pool=BABOU_POOL,
+        overwrite=True,
+        deferrable=True,
+        poll_interval=1,
+        timeout=3600,
+        retries=2,
+    ).expand_kwargs(read_recipients())
+# [END howto_babou_personalized_videos]

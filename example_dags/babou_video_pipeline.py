@@ -1,0 +1,82 @@
+"""Three chapters of text to one downloaded MP4, every wait deferred to the triggerer.
+
+project -> three chapters -> a prompt per chapter (deferred until built) -> export (deferred
+until rendered) -> download. Run it against the local emulator with ``bash .ci/demo``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow.sdk import DAG, Asset
+
+from airflow_provider_babou.operators.babou import (
+    BabouCreateChapterOperator,
+    BabouCreateProjectOperator,
+    BabouDownloadExportOperator,
+    BabouStartExportOperator,
+    BabouSubmitPromptOperator,
+)
+
+OUTPUT_DIR = os.environ.get("BABOU_OUTPUT_DIR", "/tmp/babou-videos")
+# Downstream DAGs can be scheduled on this asset (see babou_video_consumer.py).
+PRODUCT_VIDEO = Asset("babou://videos/product-launch")
+
+CHAPTERS = {
+    "intro": "Open on the product logo over a dark gradient; the tagline types itself in white.",
+    "features": "Three feature cards slide in from the right, each with an icon and one short line.",
+    "outro": "Close on the call to action 'Try it today' with the website URL, calm music fading.",
+}
+
+# [START howto_babou_video_pipeline]
+with DAG(
+    dag_id="babou_video_pipeline",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    tags=["babou", "example"],
+    default_args={"retries": 2},
+) as dag:
+    create_project = BabouCreateProjectOperator(
+        task_id="create_project",
+        name="Product launch",
+        description="Nightly product video built by Airflow",
+    )
+    project_id = "{{ ti.xcom_pull(task_ids='create_project', key='project_id') }}"
+
+    start_export = BabouStartExportOperator(
+        task_id="start_export",
+        project_id=project_id,
+        deferrable=True,
+        poll_interval=1,
+        timeout=1800,
+    )
+
+    for chapter_name, prompt in CHAPTERS.items():
+        create_chapter = BabouCreateChapterOperator(
+            task_id=f"create_chapter_{chapter_name}",
+            project_id=project_id,
+            name=chapter_name,
+        )
+        submit_prompt = BabouSubmitPromptOperator(
+            task_id=f"prompt_{chapter_name}",
+            project_id=project_id,
+            chapter_id=f"{{{{ ti.xcom_pull(task_ids='create_chapter_{chapter_name}', key='chapter_id') }}}}",
+            content=prompt,
+            wait_for_completion=True,
+            deferrable=True,
+            poll_interval=1,
+            timeout=900,
+        )
+        create_project >> create_chapter >> submit_prompt >> start_export
+
+    download = BabouDownloadExportOperator(
+        task_id="download_video",
+        project_id=project_id,
+        destination=OUTPUT_DIR + "/{{ dag.dag_id }}/{{ run_id | replace(':', '-') | replace('+', '-') }}.mp4",
+        overwrite=True,
+        outlets=[PRODUCT_VIDEO],
+    )
+    start_export >> download
+# [END howto_babou_video_pipeline]

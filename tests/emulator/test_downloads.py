@@ -1,0 +1,106 @@
+"""Export downloads: a real MP4, padding, ranges, HEAD, expiry, no auth."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import av
+import httpx
+import pytest
+
+from airflow_provider_babou.emulator import EmulatorControl
+from airflow_provider_babou.emulator.config import SAMPLE_MP4_SIZE
+from tests.emulator.helpers import EXPORT_DONE, assert_error, client, project_with_completed_chapter
+from tests.keys import ALICE
+
+
+def _download_url(emulator: EmulatorControl) -> str:
+    with client(emulator, ALICE) as api:
+        project, _ = project_with_completed_chapter(api)
+        api.post(f"/projects/{project}/export")
+        time.sleep(EXPORT_DONE)
+        url: str = api.get(f"/projects/{project}/export").json()["download_url"]
+        return url
+
+
+def _assert_playable(data: bytes) -> None:
+    with av.open(io.BytesIO(data)) as container:
+        assert {s.type for s in container.streams} >= {"video", "audio"}
+        assert sum(1 for _ in container.decode(video=0)) > 0
+
+
+def test_download_is_playable_mp4_without_auth(emulator: EmulatorControl) -> None:
+    url = _download_url(emulator)
+    response = httpx.get(url)  # no Authorization header
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "video/mp4"
+    assert response.headers["accept-ranges"] == "bytes"
+    assert int(response.headers["content-length"]) == len(response.content) == SAMPLE_MP4_SIZE
+    _assert_playable(response.content)
+
+
+def test_padded_download_exact_size_and_playable(emulator: EmulatorControl) -> None:
+    emulator.configure(mp4_size=3 * 1024 * 1024 + 7)
+    response = httpx.get(_download_url(emulator))
+    assert len(response.content) == 3 * 1024 * 1024 + 7
+    assert response.content[SAMPLE_MP4_SIZE + 4 : SAMPLE_MP4_SIZE + 8] == b"free"
+    _assert_playable(response.content)
+
+
+def test_large_download_streams(emulator: EmulatorControl) -> None:
+    size = 256 * 1024 * 1024
+    emulator.configure(mp4_size=size)
+    url = _download_url(emulator)
+    started = time.monotonic()
+    received = 0
+    with httpx.stream("GET", url, timeout=60) as response:
+        for chunk in response.iter_raw(1024 * 1024):
+            received += len(chunk)
+    assert received == size
+    assert time.monotonic() - started < 30
+
+
+def test_range_head_and_416(emulator: EmulatorControl) -> None:
+    url = _download_url(emulator)
+    full = httpx.get(url).content
+    part = httpx.get(url, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes 10-19/{len(full)}"
+    assert part.content == full[10:20]
+    suffix = httpx.get(url, headers={"Range": "bytes=-5"})
+    assert suffix.status_code == 206 and suffix.content == full[-5:]
+    tail = httpx.get(url, headers={"Range": f"bytes={len(full) - 3}-"})
+    assert tail.content == full[-3:]
+    unsatisfiable = httpx.get(url, headers={"Range": f"bytes={len(full)}-"})
+    assert unsatisfiable.status_code == 416
+    assert unsatisfiable.headers["content-range"] == f"bytes */{len(full)}"
+    assert httpx.get(url, headers={"Range": "bytes=0-1,5-6"}).status_code == 200  # multi-range ignored
+    head = httpx.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(full)
+
+
+def test_download_url_expiry_and_invalid(emulator: EmulatorControl) -> None:
+    emulator.configure(download_ttl_seconds=1)
+    url = _download_url(emulator)
+    assert httpx.get(url).status_code == 200
+    time.sleep(1.1)
+    expired = assert_error(httpx.get(url), 403, "URL_EXPIRED", "Download URL has expired")
+    assert expired["hint"] == "Get the export status again for a fresh download_url"
+    assert_error(httpx.get(url.split("?")[0]), 403, "URL_INVALID")
+    far = int(time.time()) + 100
+    assert_error(httpx.get(f"{emulator.url}/downloads/exp_nope.mp4?expires={far}"), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("after_bytes", [0, 1000])
+def test_download_drop_after_bytes(emulator: EmulatorControl, after_bytes: int) -> None:
+    url = _download_url(emulator)
+    emulator.inject_fault("drop_after", path=r"^/downloads/", after_bytes=after_bytes)
+    received = 0
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", url) as response:  # noqa: PT012
+        assert int(response.headers["content-length"]) == SAMPLE_MP4_SIZE
+        for chunk in response.iter_raw():
+            received += len(chunk)
+    assert received == after_bytes
+    assert httpx.get(url).status_code == 200

@@ -1,0 +1,19 @@
+"""Fixtures for sensor tests: the emulator-backed connection and an object factory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_babou.emulator import EmulatorControl
+from tests.triggers.babou_objects import Babou, use_connection
+
+
+@pytest.fixture
+def babou(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Babou]:
+    """``babou_default`` points at the reset emulator as ALICE; yields a setup client."""
+    use_connection(monkeypatch, emulator.api_url)
+    client = Babou(emulator.api_url)
+    yield client
+    client.close()
