@@ -707,7 +707,9 @@ _BAD_ID_RE = re.compile(r"[/\s?#%]")
 def seg(name: str, value: Any) -> str:
     """Check an id before it goes into a URL path (non-empty, no ``/``, whitespace, ``?#%``)."""
     if not isinstance(value, str) or not value or _BAD_ID_RE.search(value):
-        raise BabouInputError(f"{name} must be a non-empty id without '/', whitespace, '?', '#' or '%'; got {value!r}")
+        raise BabouInputError(
+            f"{name} must be a non-empty id without '/', whitespace, '?', '#' or '%'; got {value!r}"
+        )
     return value
 
 
@@ -1025,9 +1027,7 @@ def upload_asset(source: Any, content_type: str | None) -> Plan[Asset]:
     return create_plan(Asset, call, "an asset", "list assets (newest first) and compare sizes")
 
 
-def list_assets(
-    limit: int, offset: int, content_type: str | None, state: str | None
-) -> Plan[Page[Asset]]:
+def list_assets(limit: int, offset: int, content_type: str | None, state: str | None) -> Plan[Page[Asset]]:
     """Plan of ``GET /assets`` (note the camelCase ``contentType`` query parameter)."""
     _limit(limit, offset)
     params: dict[str, Any] = {"limit": limit, "offset": offset}
@@ -1145,7 +1145,9 @@ def _finish(state: DownloadState, local: Path, remote: Any | None) -> None:
             local.parent.rmdir()
 
 
-def download_export(project_id: str, destination: Any, overwrite: bool, max_resumes: int) -> Plan[DownloadResult]:
+def download_export(
+    project_id: str, destination: Any, overwrite: bool, max_resumes: int
+) -> Plan[DownloadResult]:
     """Plan of :meth:`BabouHook.download_export`.
 
     Streams into a temporary file beside the destination, resumes with ``Range`` after a drop
@@ -1250,14 +1252,20 @@ def end_stream(status: int, state: DownloadState, method: str, url: str) -> Stre
         status,
         False,
         BabouTransportError(
-            f"download ended at {state.offset} of {state.total} bytes", method=method, path=httpx.URL(url).path
+            f"download ended at {state.offset} of {state.total} bytes",
+            method=method,
+            path=httpx.URL(url).path,
         ),
     )
 
 
 def range_headers(state: DownloadState) -> dict[str, str]:
-    """``Range`` header asking for the rest of a partial download."""
-    return {"Range": f"bytes={state.offset}-"} if state.offset else {}
+    """Headers of a download request: ``Range`` for the rest of a partial file."""
+    # identity: byte offsets must refer to the file itself, not to a compressed encoding of it.
+    headers = {"Accept-Encoding": "identity"}
+    if state.offset:
+        headers["Range"] = f"bytes={state.offset}-"
+    return headers
 
 
 def ceil_seconds(value: float) -> int:

@@ -9,7 +9,6 @@ public contract.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 import weakref
@@ -237,7 +236,9 @@ class BabouHook(BaseHook):
                 for chunk in response.iter_raw(_core.CHUNK_SIZE):
                     state.write(chunk)
             except httpx.TransportError as exc:
-                return StreamOutcome(response.status_code, False, _core.transport_error(exc, "GET", request.url))
+                return StreamOutcome(
+                    response.status_code, False, _core.transport_error(exc, "GET", request.url)
+                )
             return _core.end_stream(response.status_code, state, "GET", instruction.url)
         finally:
             response.close()
@@ -282,7 +283,9 @@ class BabouHook(BaseHook):
             self._async_clients[loop] = client
         return client
 
-    async def _asend_once(self, client: httpx.AsyncClient, config: ClientConfig, call: Call) -> httpx.Response:
+    async def _asend_once(
+        self, client: httpx.AsyncClient, config: ClientConfig, call: Call
+    ) -> httpx.Response:
         content = _achunks(call.body) if call.body is not None else None
         request = client.build_request(
             call.method,
@@ -328,7 +331,9 @@ class BabouHook(BaseHook):
                     # Disk writes leave the loop free for other triggers/tasks.
                     await asyncio.to_thread(state.write, chunk)
             except httpx.TransportError as exc:
-                return StreamOutcome(response.status_code, False, _core.transport_error(exc, "GET", request.url))
+                return StreamOutcome(
+                    response.status_code, False, _core.transport_error(exc, "GET", request.url)
+                )
             return _core.end_stream(response.status_code, state, "GET", instruction.url)
         finally:
             await response.aclose()
@@ -582,7 +587,9 @@ class BabouHook(BaseHook):
     def _max_resumes(self) -> int:
         return max(3, self.config.max_retries)
 
-    def download_export(self, project_id: str, destination: Any, *, overwrite: bool = False) -> DownloadResult:
+    def download_export(
+        self, project_id: str, destination: Any, *, overwrite: bool = False
+    ) -> DownloadResult:
         """Download the completed export's MP4, streamed, resumable and atomic.
 
         The file is written beside the destination under a temporary name, resumed with
@@ -601,7 +608,9 @@ class BabouHook(BaseHook):
     ) -> DownloadResult:
         """Async :meth:`download_export`."""
         await self.aconfig()
-        return await self._arun(_core.download_export(project_id, destination, overwrite, self._max_resumes()))
+        return await self._arun(
+            _core.download_export(project_id, destination, overwrite, self._max_resumes())
+        )
 
     # ------------------------------------------------------------------ assets
 
@@ -724,7 +733,9 @@ class BabouHook(BaseHook):
         """Async :meth:`wait_for_prompt`."""
         return await self._arun(self._prompt_wait(project_id, chapter_id, prompt_id, poll, timeout))
 
-    def wait_for_export(self, project_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 1800) -> Export:
+    def wait_for_export(
+        self, project_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 1800
+    ) -> Export:
         """Poll the export status until it completes; return it (with ``download_url``).
 
         :param project_id: the project.
@@ -756,7 +767,9 @@ class BabouHook(BaseHook):
             )
         )
 
-    def wait_for_asset(self, asset_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 600) -> Asset:
+    def wait_for_asset(
+        self, asset_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 600
+    ) -> Asset:
         """Poll the asset until it is ready; return it.
 
         :param asset_id: the asset.
@@ -806,6 +819,3 @@ async def _achunks(body: _core.UploadBody) -> AsyncIterator[bytes]:
 
 
 __all__ = ["BabouHook"]
-
-# Keep ``os`` imported for type-checkers resolving ``os.PathLike`` in docstrings of callers.
-_ = os

@@ -167,6 +167,9 @@ class BabouPollTrigger(BaseTrigger):
         # One hook, thus one HTTP client and its keep-alive connection, for the whole wait: a
         # triggerer hosts many waits and a new connection per poll would multiply TLS handshakes.
         hook = self._make_hook()
+        self.log.info(
+            "Waiting for Babou %s for at most %.0f s more", self._describe(), self.end_time - time.time()
+        )
         try:
             while True:
                 delay = next(delays)
