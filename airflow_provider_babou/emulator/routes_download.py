@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -27,16 +28,20 @@ async def _stream(mp4: VirtualMp4, start: int, end: int) -> AsyncIterator[bytes]
         yield chunk
 
 
-@router.api_route(
-    "/downloads/{export_id}.mp4",
-    methods=["GET", "HEAD"],
-    response_class=Response,
-    responses={
-        200: {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
-        206: {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}},
-        416: {"description": "Range not satisfiable"},
-        **schemas.errors(403, 404, 500),
-    },
+_MP4 = {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}}}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {**_MP4, "description": "The whole file"},
+    206: {**_MP4, "description": "The requested byte range"},
+    416: {"description": "Range not satisfiable"},
+    **schemas.errors(403, 404, 500),
+}
+
+
+@router.head(
+    "/downloads/{export_id}.mp4", response_class=Response, responses=_RESPONSES, operation_id="head_download"
+)
+@router.get(
+    "/downloads/{export_id}.mp4", response_class=Response, responses=_RESPONSES, operation_id="download"
 )
 async def download(request: Request, export_id: str, expires: str | None = Query(None)) -> Response:
     state = emulator_state(request)

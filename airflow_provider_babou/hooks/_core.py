@@ -281,7 +281,7 @@ class BearerAuth(httpx.Auth):
     def __repr__(self) -> str:
         return "BearerAuth(<redacted>)"
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if _origin(request.url) == self._origin:
             request.headers["Authorization"] = f"Bearer {self._api_key}"
         yield request
@@ -770,12 +770,13 @@ def upload_body(source: Any, content_type: str | None) -> tuple[UploadBody, str]
 
         def rewind() -> IO[bytes]:
             source.seek(start)
-            return source  # type: ignore[no-any-return]
+            return source
 
         body = UploadBody(rewind, size, closes=False, restartable=True)
     else:
         raise BabouInputError(
-            f"cannot upload a {type(source).__name__}: pass a path, a binary file object or an ObjectStoragePath"
+            f"cannot upload a {type(source).__name__}: "
+            "pass a path, a binary file object or an ObjectStoragePath"
         )
     if content_type is None:
         guessed = mimetypes.guess_type(name or "")[0] if name else None
@@ -1188,21 +1189,22 @@ def download_export(
                     hint=f"fetch the export status again (get_export({pid!r})) for a new download_url",
                 )
             error = outcome.error
-            if isinstance(error, BabouTransportError) or (
+            transient = isinstance(error, BabouTransportError) or (
                 error is not None and error.http_status in _RETRYABLE_STATUSES
-            ):
-                if resumes < max_resumes:
-                    resumes += 1
-                    log.warning(
-                        "Babou download of project %s interrupted at %d bytes (%s); resuming (%d/%d)",
-                        pid,
-                        state.offset,
-                        error.message,
-                        resumes,
-                        max_resumes,
-                    )
-                    yield Sleep(min(0.5 * resumes, 5.0))
-                    continue
+            )
+            if transient and resumes < max_resumes:
+                assert error is not None
+                resumes += 1
+                log.warning(
+                    "Babou download of project %s interrupted at %d bytes (%s); resuming (%d/%d)",
+                    pid,
+                    state.offset,
+                    error.message,
+                    resumes,
+                    max_resumes,
+                )
+                yield Sleep(min(0.5 * resumes, 5.0))
+                continue
             assert error is not None
             raise error
         yield Blocking(lambda: _finish(state, local, remote))

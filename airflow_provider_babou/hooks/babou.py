@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 import tenacity
+from airflow.sdk import BaseHook
 
 from airflow_provider_babou import __version__
 from airflow_provider_babou.exceptions import BabouError, BabouInputError
@@ -42,11 +43,6 @@ from airflow_provider_babou.models import (
     PromptReceipt,
 )
 from airflow_provider_babou.polling import PollPolicy, asset_state, export_state, prompt_state
-
-try:
-    from airflow.sdk import BaseHook
-except ImportError:  # pragma: no cover - Airflow < 3 layout
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
 
 try:
     from airflow.sdk.log import mask_secret
@@ -265,7 +261,7 @@ class BabouHook(BaseHook):
                 else:
                     instruction = plan.send(result)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
 
     # ------------------------------------------------------------------ async transport
 
@@ -308,7 +304,7 @@ class BabouHook(BaseHook):
         config = await self.aconfig()
         client = await self.aget_conn()
         retrying = tenacity.AsyncRetrying(**self._policy(config).tenacity_kwargs(call))
-        return await retrying(self._asend_once, client, config, call)  # type: ignore[no-any-return]
+        return await retrying(self._asend_once, client, config, call)
 
     async def _astream(self, instruction: Stream) -> StreamOutcome:
         config = await self.aconfig()
@@ -360,7 +356,7 @@ class BabouHook(BaseHook):
                 else:
                     instruction = plan.send(result)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
 
     # ------------------------------------------------------------------ lifecycle
 

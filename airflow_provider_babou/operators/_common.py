@@ -89,7 +89,7 @@ class BabouBaseOperator(BaseOperator):
             yield hook
         finally:
             hook.close()
-            # A later call in the same process (execute_complete after an in-line trigger) gets a fresh client.
+            # A later call in this process (execute_complete after an in-line trigger) gets a new client.
             self.__dict__.pop("hook", None)
 
     @staticmethod

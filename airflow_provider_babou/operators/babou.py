@@ -67,9 +67,8 @@ except ImportError:  # pragma: no cover - older Airflow: the try-number fallback
     HAS_RESUMABLE_JOB_MIXIN = False
 
 if TYPE_CHECKING:
-    from pydantic import JsonValue
-
     from airflow.sdk import Context
+    from pydantic import JsonValue
 
     from airflow_provider_babou.hooks.babou import BabouHook
 
@@ -131,7 +130,8 @@ def _description_with_marker(description: str | None, marker: str) -> str:
         raise BabouInputError(
             f"project description is {len(description)} characters; with the run marker {marker!r} "
             f"it would exceed Babou's {DESCRIPTION_MAX}",
-            hint=f"shorten it to {DESCRIPTION_MAX - len(marker) - 1} characters, or pass reuse='name' or 'never'",
+            hint=f"shorten it to {DESCRIPTION_MAX - len(marker) - 1} characters, "
+            "or pass reuse='name' or 'never'",
         )
     return full
 
@@ -145,7 +145,7 @@ def _ensure_project(
     reuse: str,
     marker: str | None,
 ) -> tuple[Project, bool]:
-    """Return the project to use and whether it already existed; ``description`` already carries ``marker``."""
+    """Return the project to use and whether it already existed (``description`` carries ``marker``)."""
     if reuse == "run" and marker:
         for project in hook.iter_projects():
             if project.description and marker in project.description:
@@ -188,7 +188,9 @@ def _prompt_result(
     project_id: str, chapter_id: str, prompt_id: str, chapter: dict[str, Any] | None, *, reused: bool
 ) -> dict[str, Any]:
     """Build the JSON result of a prompt: its ids, status, Babou's ``result`` text and the chapter."""
-    prompt = next((p for p in (chapter or {}).get("prompts") or [] if p.get("id") == prompt_id), {})
+    prompt: dict[str, Any] = next(
+        (p for p in (chapter or {}).get("prompts") or [] if p.get("id") == prompt_id), {}
+    )
     return {
         "project_id": project_id,
         "chapter_id": chapter_id,
@@ -225,7 +227,8 @@ class BabouCreateProjectOperator(BabouBaseOperator):
     Pushes ``project_id`` to XCom and returns the project as JSON plus ``project_id`` and ``reused``.
 
     :param name: the project's name, 1-30 characters.
-    :param description: an optional description, at most 1000 characters (less the marker with ``reuse="run"``).
+    :param description: an optional description, at most 1000 characters (with ``reuse="run"``, less
+        the 23 characters of the marker).
     :param settings: optional project settings, passed to Babou as they are.
     :param reuse: ``"run"``, ``"name"`` or ``"never"``, as above.
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
@@ -510,7 +513,7 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
     def _execute_by_try_number(self, context: Context, project_id: str) -> Any:
         """Resume without a task state store: on a retry, a completed export is reused."""
         if try_number(context) > 1:
-            previous = {"project_id": project_id, "export_id": None}
+            previous: JsonValue = {"project_id": project_id, "export_id": None}
             if self.is_job_succeeded(self.get_job_status(previous, context)):
                 self.log.info(
                     "Try %d: reusing the completed export of project %s", try_number(context), project_id
@@ -574,7 +577,8 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
         state = export_state(export)
         if not state.succeeded:
             raise BabouJobFailedError(
-                f"export of project {self.project_id} ended {state.state!r}: {state.message or 'Babou gave no reason'}"
+                f"export of project {self.project_id} ended {state.state!r}: "
+                f"{state.message or 'Babou gave no reason'}"
             )
         return self._result(context, export.model_dump(mode="json"))
 
@@ -800,7 +804,8 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
         if not isinstance(chapters, list) or not chapters:
             raise BabouInputError(
                 f"chapters must be a non-empty list of dicts, got {type(chapters).__name__}",
-                hint='e.g. [{"name": "Intro", "prompt": "..."}]; a Jinja template needs render_template_as_native_obj=True',
+                hint='e.g. [{"name": "Intro", "prompt": "..."}]; a Jinja template needs '
+                "render_template_as_native_obj=True on the DAG",
             )
         checked: list[dict[str, Any]] = []
         for index, spec in enumerate(chapters):
@@ -861,7 +866,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                     state["chapters"].append(
                         {"name": spec["name"], "chapter_id": chapter.id, "prompt_id": None}
                     )
-                for entry, spec in zip(state["chapters"], specs):
+                for entry, spec in zip(state["chapters"], specs, strict=True):
                     prompt_id, _, prompt_reused = _submit_or_attach(
                         hook, project.id, entry["chapter_id"], spec["prompt"], force=False
                     )
@@ -922,8 +927,8 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
             observed = prompt_state(hook.get_chapter(project_id, chapter_id), prompt_id)
             if observed.done and not observed.succeeded:
                 raise BabouJobFailedError(
-                    f"prompt {prompt_id} of chapter {entry['name']!r} ({chapter_id}) ended {observed.state!r}: "
-                    f"{observed.message or 'Babou gave no reason'}"
+                    f"prompt {prompt_id} of chapter {entry['name']!r} ({chapter_id}) ended "
+                    f"{observed.state!r}: {observed.message or 'Babou gave no reason'}"
                 )
             if observed.done:
                 continue
@@ -977,7 +982,8 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
             export = hook.wait_for_export(project_id, poll=self.poll_policy(), timeout=remaining)
         if not export.status.is_success:
             raise BabouJobFailedError(
-                f"export of project {project_id} ended {export.status.value!r}: {export.error or 'Babou gave no reason'}"
+                f"export of project {project_id} ended {export.status.value!r}: "
+                f"{export.error or 'Babou gave no reason'}"
             )
         result = _download(self, context, hook, project_id, destination)
         return {

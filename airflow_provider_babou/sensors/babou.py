@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_provider_babou.exceptions import BabouJobFailedError
+from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import WaitState, asset_state, export_state, prompt_state
 from airflow_provider_babou.triggers.babou import (
     TRANSIENT_ERRORS,
@@ -32,8 +33,6 @@ except ImportError:  # pragma: no cover - exercised only on older layouts
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_provider_babou.hooks.babou import BabouHook
 
 __all__ = ["BabouAssetSensor", "BabouExportSensor", "BabouPromptSensor"]
 
@@ -78,8 +77,6 @@ class _BabouSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> BabouHook:
         """The Babou hook, built on first use (no I/O at DAG parse time) and kept across pokes."""
-        from airflow_provider_babou.hooks.babou import BabouHook
-
         return BabouHook(babou_conn_id=self.babou_conn_id)
 
     def _check(self) -> WaitState:

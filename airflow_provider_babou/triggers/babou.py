@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -31,10 +31,8 @@ from airflow_provider_babou.exceptions import (
     BabouTransportError,
     BabouWaitTimeoutError,
 )
+from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import PollPolicy, WaitState, asset_state, export_state, prompt_state
-
-if TYPE_CHECKING:
-    from airflow_provider_babou.hooks.babou import BabouHook
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -139,8 +137,6 @@ class BabouPollTrigger(BaseTrigger):
 
     def _make_hook(self) -> BabouHook:
         """Build the hook for one wait; a method so tests can substitute a scripted hook."""
-        from airflow_provider_babou.hooks.babou import BabouHook
-
         return BabouHook(babou_conn_id=self.babou_conn_id)
 
     def _event(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,17 +26,23 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
 
 
 @pytest.fixture
-def api(emulator: EmulatorControl) -> httpx.Client:
+def api(emulator: EmulatorControl) -> Iterator[httpx.Client]:
     with client(emulator, ALICE) as c:
         yield c
 
 
 def test_export_lifecycle(api: httpx.Client) -> None:
     project, _ = project_with_completed_chapter(api)
-    before = assert_error(api.get(f"/projects/{project}/export"), 404, "NOT_FOUND", "No export found for this project")
+    before = assert_error(
+        api.get(f"/projects/{project}/export"), 404, "NOT_FOUND", "No export found for this project"
+    )
     assert before["hint"] == "Start an export first using POST /api/v1/projects/{projectId}/export"
     started = api.post(f"/projects/{project}/export")
-    assert started.json() == {"status": "queued", "message": "Export started", "estimated_time": "2-5 minutes"}
+    assert started.json() == {
+        "status": "queued",
+        "message": "Export started",
+        "estimated_time": "2-5 minutes",
+    }
     assert api.get(f"/projects/{project}/export").json() == {"status": "queued", "download_url": None}
     active = api.get(f"/projects/{project}").json()["active_export_id"]
     assert re.fullmatch(r"exp_[A-Za-z0-9]{21}", active)
@@ -46,8 +53,11 @@ def test_export_lifecycle(api: httpx.Client) -> None:
     assert api.get(f"/projects/{project}/export").json() == {"status": "processing", "download_url": None}
     time.sleep(EXPORT_DONE)
     done = api.get(f"/projects/{project}/export").json()
-    assert done["status"] == "completed" and done["duration_seconds"] == 5
-    assert done["download_url"].startswith(str(api.base_url.copy_with(path="/")) + "downloads/" + active + ".mp4?expires=")
+    assert done["status"] == "completed"
+    assert done["duration_seconds"] == 5
+    assert done["download_url"].startswith(
+        str(api.base_url.copy_with(path="/")) + "downloads/" + active + ".mp4?expires="
+    )
     assert "error" not in done
     assert api.get(f"/projects/{project}").json()["active_export_id"] is None
     assert api.post(f"/projects/{project}/export").status_code == 200  # re-export after completion
@@ -55,7 +65,9 @@ def test_export_lifecycle(api: httpx.Client) -> None:
 
 def test_export_needs_completed_chapter(api: httpx.Client) -> None:
     project = api.post("/projects", json={"name": "p"}).json()["id"]
-    err = assert_error(api.post(f"/projects/{project}/export"), 400, "VALIDATION_ERROR", "Project has no completed chapters")
+    err = assert_error(
+        api.post(f"/projects/{project}/export"), 400, "VALIDATION_ERROR", "Project has no completed chapters"
+    )
     assert err["hint"] == "Add chapters and submit prompts before exporting"
     chapter = api.post(f"/projects/{project}/chapters", json={"name": "c"}).json()["id"]
     assert_error(api.post(f"/projects/{project}/export"), 400, "VALIDATION_ERROR")  # no prompts yet
@@ -115,19 +127,24 @@ def test_upload_and_get_asset(api: httpx.Client) -> None:
     }
     time.sleep(ASSET_DONE)
     ready = api.get(f"/assets/{uploaded['id']}").json()
-    assert ready["state"] == "ready" and ready["width"] == 1920 and ready["height"] == 1080
+    assert ready["state"] == "ready"
+    assert ready["width"] == 1920
+    assert ready["height"] == 1080
     assert ready["duration"] is None
     video = api.post("/assets", content=b"v" * 10, headers={"Content-Type": "video/mp4"}).json()
     audio = api.post("/assets", content=b"a" * 10, headers={"Content-Type": "audio/mpeg"}).json()
     time.sleep(ASSET_DONE)
     assert api.get(f"/assets/{video['id']}").json()["duration"] > 0
     audio_ready = api.get(f"/assets/{audio['id']}").json()
-    assert audio_ready["width"] is None and audio_ready["duration"] > 0
+    assert audio_ready["width"] is None
+    assert audio_ready["duration"] > 0
     assert_error(api.get("/assets/ast_missing"), 404, "NOT_FOUND", "Asset not found")
 
 
 def test_upload_errors(emulator: EmulatorControl, api: httpx.Client) -> None:
-    missing = assert_error(api.post("/assets", content=PNG), 400, "VALIDATION_ERROR", "Content-Type header is required")
+    missing = assert_error(
+        api.post("/assets", content=PNG), 400, "VALIDATION_ERROR", "Content-Type header is required"
+    )
     assert "image/png" in missing["hint"]
     bad = assert_error(
         api.post("/assets", content=PNG, headers={"Content-Type": "application/zip"}),
@@ -136,7 +153,9 @@ def test_upload_errors(emulator: EmulatorControl, api: httpx.Client) -> None:
         "Unsupported content type",
     )
     assert "video/mp4" in bad["hint"]
-    assert_error(api.post("/assets", content=b"", headers={"Content-Type": "image/png"}), 400, "VALIDATION_ERROR")
+    assert_error(
+        api.post("/assets", content=b"", headers={"Content-Type": "image/png"}), 400, "VALIDATION_ERROR"
+    )
     emulator.fail_next(ALICE, "upload")
     failed = api.post("/assets", content=PNG, headers={"Content-Type": "image/png"})
     assert_error(failed, 500, "UPLOAD_FAILED", "Failed to upload file to storage")
@@ -174,7 +193,9 @@ def test_fail_next_asset_and_list_filters(emulator: EmulatorControl, api: httpx.
     time.sleep(ASSET_DONE)
     assert api.get(f"/assets/{broken['id']}").json()["state"] == "error"
     for word in ("error", "failed"):
-        assert [a["id"] for a in api.get("/assets", params={"state": word}).json()["assets"]] == [broken["id"]]
+        assert [a["id"] for a in api.get("/assets", params={"state": word}).json()["assets"]] == [
+            broken["id"]
+        ]
     assert [a["id"] for a in api.get("/assets", params={"state": "ready"}).json()["assets"]] == [video["id"]]
     by_type = api.get("/assets", params={"contentType": "video/mp4"}).json()
     assert [a["id"] for a in by_type["assets"]] == [video["id"]]

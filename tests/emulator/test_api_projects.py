@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 @pytest.fixture
-def api(emulator: EmulatorControl) -> httpx.Client:
+def api(emulator: EmulatorControl) -> Iterator[httpx.Client]:
     with client(emulator, ALICE) as c:
         yield c
 
@@ -70,7 +71,7 @@ def test_create_get_list_projects(api: httpx.Client) -> None:
         ({"offset": "y"}, "offset must be a non-negative integer"),
     ],
 )
-def test_list_projects_bad_paging(api: httpx.Client, params: dict[str, object], hint: str) -> None:
+def test_list_projects_bad_paging(api: httpx.Client, params: dict[str, int | str], hint: str) -> None:
     body = assert_error(api.get("/projects", params=params), 400, "VALIDATION_ERROR")
     assert body["hint"] == hint
 
@@ -121,14 +122,16 @@ def test_chapters_and_prompts(api: httpx.Client) -> None:
     chapter = api.post(f"/projects/{project}/chapters", json={"name": "Intro", "duration": 30}).json()
     assert re.fullmatch(r"cht_[A-Za-z0-9]{21}", chapter["id"])
     assert set(chapter) == {"id", "project_id", "name", "duration", "created_at"}
-    assert chapter["project_id"] == project and chapter["duration"] == 30
+    assert chapter["project_id"] == project
+    assert chapter["duration"] == 30
     no_duration = api.post(f"/projects/{project}/chapters", json={"name": "Outro"}).json()
     assert no_duration["duration"] is None
 
     listing = api.get(f"/projects/{project}/chapters").json()
     assert listing["project_id"] == project
     assert [c["id"] for c in listing["chapters"]] == [chapter["id"], no_duration["id"]]
-    assert listing["chapters"][0]["status"] == "ready" and listing["chapters"][0]["prompt_count"] == 0
+    assert listing["chapters"][0]["status"] == "ready"
+    assert listing["chapters"][0]["prompt_count"] == 0
 
     url = f"/projects/{project}/chapters/{chapter['id']}"
     receipt = api.post(f"{url}/prompt", json={"content": "Show the logo"}).json()
@@ -140,8 +143,10 @@ def test_chapters_and_prompts(api: httpx.Client) -> None:
         "estimated_time": "30-90 seconds",
     }
     detail = api.get(url).json()
-    assert detail["status"] == "processing" and detail["prompt_count"] == 1
-    assert detail["prompts"][0]["status"] == "processing" and detail["prompts"][0]["result"] is None
+    assert detail["status"] == "processing"
+    assert detail["prompt_count"] == 1
+    assert detail["prompts"][0]["status"] == "processing"
+    assert detail["prompts"][0]["result"] is None
     assert set(detail["prompts"][0]) == {"id", "content", "status", "result", "created_at"}
     time.sleep(PROMPT_DONE)
     detail = api.get(url).json()
@@ -209,7 +214,8 @@ def test_fail_marker_sets_chapter_error(api: httpx.Client) -> None:
     time.sleep(PROMPT_DONE)
     detail = api.get(url).json()
     assert detail["status"] == "error"
-    assert detail["prompts"][0]["status"] == "failed" and detail["prompts"][0]["result"]
+    assert detail["prompts"][0]["status"] == "failed"
+    assert detail["prompts"][0]["result"]
     assert api.get(f"/projects/{project}/chapters").json()["chapters"][0]["status"] == "error"
 
 

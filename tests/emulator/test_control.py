@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -28,8 +29,11 @@ def test_stats_counters(emulator: EmulatorControl) -> None:
         bob.get("/projects")
     stats = emulator.stats(ALICE)
     mine, total = stats["key"], stats["total"]
-    assert mine["projects_created"] == 1 and mine["chapters_created"] == 1 and mine["assets_uploaded"] == 1
-    assert mine["prompts_submitted"] == 0 and mine["exports_started"] == 0
+    assert mine["projects_created"] == 1
+    assert mine["chapters_created"] == 1
+    assert mine["assets_uploaded"] == 1
+    assert mine["prompts_submitted"] == 0
+    assert mine["exports_started"] == 0
     assert mine["requests"] == 5
     assert mine["responses"] == {"200": 4, "404": 1}
     assert mine["requests_by_route"]["GET /api/v1/projects/{project_id}"] == 2
@@ -60,8 +64,11 @@ def test_reset_restores_everything(emulator: EmulatorControl) -> None:
 
 def test_config_masks_keys_and_updates_keys(emulator: EmulatorControl) -> None:
     config = emulator.config()
-    assert ALICE not in str(config) and config["api_keys"] == ["sk-bab-…lice", "sk-bab-…-bob"]
-    assert config["prompt_seconds"] == 0.3 and config["rate_limit"] == 0 and config["seed"] == 1234
+    assert ALICE not in str(config)
+    assert config["api_keys"] == ["sk-bab-…lice", "sk-bab-…-bob"]
+    assert config["prompt_seconds"] == 0.3
+    assert config["rate_limit"] == 0
+    assert config["seed"] == 1234
     emulator.configure(api_keys=["sk-bab-new-key-1"], expired_keys=[ALICE])
     response = httpx.get(f"{emulator.api_url}/projects", headers={"Authorization": f"Bearer {ALICE}"})
     assert response.json()["code"] == "API_KEY_EXPIRED"
@@ -79,18 +86,30 @@ def test_openapi_documents_api(emulator: EmulatorControl) -> None:
 
 def test_process_default_key_and_cli_help(tmp_path: object) -> None:
     with EmulatorProcess(["--rate-limit", "0"]) as process:
-        assert process.api_url == f"{process.url}/api/v1" and process.pid > 0
-        response = httpx.get(f"{process.api_url}/projects", headers={"Authorization": f"Bearer {DEMO_API_KEY}"})
+        assert process.api_url == f"{process.url}/api/v1"
+        assert process.pid > 0
+        response = httpx.get(
+            f"{process.api_url}/projects", headers={"Authorization": f"Bearer {DEMO_API_KEY}"}
+        )
         assert response.status_code == 200
         pid = process.pid
     with pytest.raises(ProcessLookupError):
-        import os
-
         os.kill(pid, 0)
     out = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_babou.emulator", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "airflow_provider_babou.emulator", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    for flag in ("--api-key", "--expired-key", "--faults", "--seed", "--mp4-size", "--download-ttl", "--rate-burst"):
+    for flag in (
+        "--api-key",
+        "--expired-key",
+        "--faults",
+        "--seed",
+        "--mp4-size",
+        "--download-ttl",
+        "--rate-burst",
+    ):
         assert flag in out
 
 

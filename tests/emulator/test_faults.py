@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from tests.keys import ALICE, BOB
 
 
 @pytest.fixture
-def api(emulator: EmulatorControl) -> httpx.Client:
+def api(emulator: EmulatorControl) -> Iterator[httpx.Client]:
     with client(emulator, ALICE) as c:
         yield c
 
@@ -30,7 +31,8 @@ def test_scripted_status_faults(emulator: EmulatorControl, api: httpx.Client) ->
         assert b"<html>" in response.content
     emulator.inject_fault("504_empty")
     response = api.get("/projects")
-    assert response.status_code == 504 and response.content == b""
+    assert response.status_code == 504
+    assert response.content == b""
     emulator.inject_fault("429", seconds=7)
     limited = api.get("/projects")
     assert_error(limited, 429, "RATE_LIMITED")
@@ -97,9 +99,12 @@ def test_seeded_profile_is_deterministic(emulator: EmulatorControl) -> None:
     second = _sequence(emulator, 60)
     assert first == second
     assert {500, 200} <= set(first)
-    assert set(first) & {502, 503} and 429 in first and "drop" in first
+    assert set(first) & {502, 503}
+    assert 429 in first
+    assert "drop" in first
     stats = emulator.stats()["total"]["faults_injected"]
-    assert stats.get("500", 0) > 0 and stats.get("latency", 0) > 0
+    assert stats.get("500", 0) > 0
+    assert stats.get("latency", 0) > 0
 
 
 def test_burst_429(emulator: EmulatorControl) -> None:
@@ -115,14 +120,21 @@ def test_profile_names_and_invalid_config(emulator: EmulatorControl) -> None:
     assert emulator.configure(faults="flaky")["faults"]["error_500"] == 0.05
     assert emulator.configure(faults={"drop": 0})["faults"]["error_500"] == 0.05  # merged into current
     assert emulator.configure(faults="none")["faults"]["error_500"] == 0
-    for bad in ({"faults": "nope"}, {"faults": {"error_500": 0.9, "drop": 0.9}}, {"rate_limit": -1}, {"bogus": 1}):
+    for bad in (
+        {"faults": "nope"},
+        {"faults": {"error_500": 0.9, "drop": 0.9}},
+        {"rate_limit": -1},
+        {"bogus": 1},
+    ):
         response = httpx.patch(f"{emulator.url}/_emulator/config", json=bad)
         assert_error(response, 400, "VALIDATION_ERROR")
     bad_fault = httpx.post(f"{emulator.url}/_emulator/faults", json={"fault": "teapot"})
     assert_error(bad_fault, 400, "VALIDATION_ERROR")
     bad_regex = httpx.post(f"{emulator.url}/_emulator/faults", json={"fault": "500", "path": "("})
     assert_error(bad_regex, 400, "VALIDATION_ERROR", "Invalid path pattern")
-    assert_error(httpx.post(f"{emulator.url}/_emulator/fail-next", json={"kind": "prompt"}), 401, "UNAUTHORIZED")
+    assert_error(
+        httpx.post(f"{emulator.url}/_emulator/fail-next", json={"kind": "prompt"}), 401, "UNAUTHORIZED"
+    )
 
 
 def test_rate_limit_per_key(emulator: EmulatorControl) -> None:
@@ -132,7 +144,8 @@ def test_rate_limit_per_key(emulator: EmulatorControl) -> None:
         assert statuses == [200, 200, 200, 429]
         limited = alice.get("/projects")
         body = assert_error(limited, 429, "RATE_LIMITED")
-        assert int(limited.headers["retry-after"]) >= 1 and body["hint"]
+        assert int(limited.headers["retry-after"]) >= 1
+        assert body["hint"]
         assert bob.get("/projects").status_code == 200  # buckets are per key
         time.sleep(1.05)
         assert alice.get("/projects").status_code == 200

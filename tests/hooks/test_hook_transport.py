@@ -1,0 +1,446 @@
+"""Connection settings, key handling and secrecy, connection reuse, uploads and downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from airflow_provider_babou.emulator import EmulatorControl
+from airflow_provider_babou.exceptions import (
+    BabouAuthError,
+    BabouDownloadExpiredError,
+    BabouInputError,
+)
+from airflow_provider_babou.hooks import _core
+from airflow_provider_babou.hooks.babou import BabouHook
+from airflow_provider_babou.models import ExportStatus
+from tests.hooks.conftest import FAST_POLL, Api, key_stats, route_count
+from tests.keys import ALICE, EXPIRED
+
+DOWNLOAD = "GET /downloads/{export_id}.mp4"
+
+
+# --------------------------------------------------------------------------- connection
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "schema", "expected"),
+    [
+        (None, None, None, "https://api.babou.ai/api/v1"),
+        ("http://127.0.0.1:8711/api/v1/", None, None, "http://127.0.0.1:8711/api/v1"),
+        ("127.0.0.1", 8711, "api/v1", "http://127.0.0.1:8711/api/v1"),
+        ("localhost:8711", None, None, "http://localhost:8711/api/v1"),
+        ("api.example.com", None, None, "https://api.example.com/api/v1"),
+        ("api.example.com", 8443, "/v2", "https://api.example.com:8443/v2"),
+        ("https://api.example.com", None, None, "https://api.example.com/api/v1"),
+        ("http://[::1]:8711/api/v1", None, None, "http://[::1]:8711/api/v1"),
+    ],
+)
+def test_base_url_forms(host, port, schema, expected) -> None:
+    assert _core.build_base_url(host, port, schema) == expected
+
+
+def test_plain_http_refused_off_loopback(babou_conn) -> None:
+    babou_conn("babou_http", host="http://api.example.com/api/v1")
+    with pytest.raises(BabouInputError, match="refusing plain http"):
+        BabouHook("babou_http").list_projects()
+
+
+def test_uri_form_connection(monkeypatch, emulator: EmulatorControl) -> None:
+    port = httpx.URL(emulator.url).port
+    monkeypatch.setenv("AIRFLOW_CONN_BABOU_URI", f"babou://:{ALICE}@127.0.0.1:{port}/api/v1?timeout=3&max_retries=1")
+    hook = BabouHook("babou_uri")
+    assert hook.list_projects().items == []
+    assert hook.config.timeout == 3
+    assert hook.config.max_retries == 1
+
+
+def test_extras_and_overrides(babou_conn) -> None:
+    babou_conn("babou_x", timeout=7, max_retries=2, max_backoff=9)
+    assert (BabouHook("babou_x").config.timeout, BabouHook("babou_x").config.max_retries) == (7, 2)
+    assert BabouHook("babou_x", max_backoff=1).config.max_backoff == 1
+
+
+def test_env_key_used_only_when_connection_has_none(babou_conn, monkeypatch, emulator) -> None:
+    babou_conn("babou_nokey", key=None)
+    with pytest.raises(BabouInputError, match="no Babou API key"):
+        BabouHook("babou_nokey").list_projects()
+    monkeypatch.setenv("BABOU_API_KEY", ALICE)
+    assert BabouHook("babou_nokey").list_projects().items == []
+    monkeypatch.setenv("BABOU_API_KEY", EXPIRED)
+    # The connection's key wins over the environment's.
+    assert BabouHook().list_projects().items == []
+
+
+def test_bad_key_format_rejected_before_any_request(babou_conn, emulator: EmulatorControl) -> None:
+    babou_conn("babou_bad", key="not-a-babou-key-123")
+    hook = BabouHook("babou_bad")
+    with pytest.raises(BabouInputError, match="malformed") as info:
+        hook.list_projects()
+    assert "not-a-babou-key-123" not in str(info.value)
+    ok, message = hook.test_connection()
+    assert not ok
+    assert "sk-bab-" in message
+    assert "not-a-babou-key-123" not in message
+    assert emulator.stats()["total"]["requests"] == 0
+
+
+def test_missing_connection(emulator) -> None:
+    with pytest.raises(BabouInputError, match="'nope' is not defined"):
+        BabouHook("nope").get_project("prj_1")
+    ok, message = BabouHook("nope").test_connection()
+    assert not ok
+    assert "not defined" in message
+
+
+async def test_async_lookup_missing_connection(emulator) -> None:
+    with pytest.raises(BabouInputError, match="not defined"):
+        await BabouHook("nope").aget_project("prj_1")
+
+
+def test_no_io_in_init(monkeypatch) -> None:
+    def boom(*_a, **_k):
+        raise AssertionError("no lookup in __init__")
+
+    monkeypatch.setattr(BabouHook, "get_connection", boom)
+    hook = BabouHook("anything")
+    assert repr(hook) == "BabouHook(babou_conn_id='anything')"
+
+
+def test_invalid_arguments_rejected_locally(api: Api, emulator, tmp_path) -> None:
+    for bad in ("", "a/b", "a b", "x?y"):
+        with pytest.raises(BabouInputError):
+            api.get_project(bad)
+    with pytest.raises(BabouInputError, match="1 to 30"):
+        api.create_project(name="x" * 31)
+    with pytest.raises(BabouInputError, match="limit"):
+        api.list_projects(limit=101)
+    with pytest.raises(BabouInputError, match="positive integer"):
+        api.create_chapter("prj_1", name="c", duration=0)
+    assert emulator.stats()["total"]["requests"] == 0
+
+
+# --------------------------------------------------------------------------- secrecy
+
+
+def test_key_never_leaks(babou_conn, caplog, emulator: EmulatorControl) -> None:
+    babou_conn("babou_expired", key=EXPIRED)
+    hook = BabouHook("babou_expired", max_backoff=0.01)
+    emulator.inject_fault("503_html", method="GET", path="/api/v1/projects$")
+    with caplog.at_level("DEBUG"), pytest.raises(BabouAuthError) as info:
+        hook.list_projects()
+    texts = [repr(hook), str(info.value), repr(info.value), repr(hook.config), repr(hook.get_conn().auth)]
+    texts += [r.getMessage() for r in caplog.records]
+    assert all(EXPIRED not in text for text in texts)
+    import pickle
+
+    assert EXPIRED not in str(pickle.loads(pickle.dumps(info.value)))
+
+
+def test_key_registered_with_secrets_masker(hook: BabouHook, monkeypatch) -> None:
+    masked: list[str] = []
+    monkeypatch.setattr("airflow_provider_babou.hooks.babou.mask_secret", lambda s, *a, **k: masked.append(s))
+    _ = hook.config
+    assert ALICE in masked
+
+
+def test_user_agent(emulator) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"projects": []})
+
+    _mock_conn_hook(handler).list_projects()
+    agent = seen[0].headers["User-Agent"]
+    assert agent.startswith("airflow-provider-babou/")
+    assert " apache-airflow/" in agent
+    assert " httpx/" in agent
+
+
+# --------------------------------------------------------------------------- connection reuse
+
+
+def test_thousand_sync_gets_reuse_one_connection(hook: BabouHook, emulator: EmulatorControl) -> None:
+    project = hook.create_project(name="p")
+    for _ in range(1000):
+        hook.get_project(project.id)
+    stats = key_stats(emulator)
+    assert route_count(emulator, "GET /api/v1/projects/{project_id}") == 1000
+    assert stats["connections"] == 1
+
+
+async def test_async_client_per_loop_reused(hook: BabouHook, emulator: EmulatorControl) -> None:
+    project = await hook.acreate_project(name="p")
+    await asyncio.gather(*(hook.aget_project(project.id) for _ in range(5)))
+    for _ in range(200):
+        await hook.aget_project(project.id)
+    client = await hook.aget_conn()
+    assert client is await hook.aget_conn()
+    assert key_stats(emulator)["connections"] <= 5  # the 5 concurrent ones, then reused
+    await hook.aclose()
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+class _CountingReader:
+    """A file wrapper recording the largest read, to prove the upload is streamed."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+        self.name = str(path)
+        self.largest = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        self.largest = max(self.largest, len(chunk))
+        return chunk
+
+    def seek(self, *args: int) -> int:
+        return self._file.seek(*args)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def test_upload_is_streamed(api: Api, tmp_path: Path) -> None:
+    big = tmp_path / "clip.mp4"
+    big.write_bytes(b"\0" * (3 * 1024 * 1024 + 17))
+    reader = _CountingReader(big)
+    asset = api.upload_asset(reader)
+    reader.close()
+    assert asset.size == big.stat().st_size
+    assert asset.content_type == "video/mp4"
+    assert 0 < reader.largest <= _core.CHUNK_SIZE
+
+
+def test_upload_object_storage_paths(api: Api, tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    local = tmp_path / "song.wav"
+    local.write_bytes(b"RIFF" + b"1" * 300)
+    assert api.upload_asset(ObjectStoragePath(f"file://{local}")).content_type == "audio/wav"
+    remote = ObjectStoragePath("memory://bucket/voice.mp3")
+    with remote.open("wb") as handle:
+        handle.write(b"ID3" + b"2" * 400)
+    asset = api.upload_asset(remote)
+    assert (asset.content_type, asset.size) == ("audio/mpeg", 403)
+
+
+def test_upload_retried_with_the_same_bytes(api: Api, tmp_path: Path, emulator) -> None:
+    clip = tmp_path / "c.webm"
+    clip.write_bytes(b"W" * 70_000)
+    emulator.inject_fault("503_html", method="POST", path="/api/v1/assets$")
+    with clip.open("rb") as handle:
+        asset = api.upload_asset(handle)
+    assert asset.size == 70_000
+    assert route_count(emulator, "POST /api/v1/assets") == 2
+
+
+def test_upload_input_errors(api: Api, tmp_path: Path, emulator) -> None:
+    with pytest.raises(BabouInputError, match="no such file"):
+        api.upload_asset(tmp_path / "missing.png")
+    with pytest.raises(BabouInputError, match="not a regular file"):
+        api.upload_asset(tmp_path)
+    odd = tmp_path / "data.xyz123"
+    odd.write_bytes(b"1")
+    with pytest.raises(BabouInputError, match="cannot guess"):
+        api.upload_asset(odd)
+    with pytest.raises(BabouInputError, match="unsupported content type"):
+        api.upload_asset(odd, content_type="application/zip")
+    huge = tmp_path / "huge.mp4"
+    with huge.open("wb") as handle:  # sparse: nothing is really written
+        handle.truncate(100 * 1024 * 1024 + 1)
+    with pytest.raises(BabouInputError, match="at most 104857600 bytes"):
+        api.upload_asset(huge)
+    assert emulator.stats()["total"]["requests"] == 0
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def _completed_export(hook: BabouHook) -> str:
+    project = hook.create_project(name="p")
+    chapter = hook.create_chapter(project.id, name="c")
+    receipt = hook.submit_prompt(project.id, chapter.id, content="x")
+    hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=10)
+    hook.start_export(project.id)
+    hook.wait_for_export(project.id, poll=FAST_POLL, timeout=10)
+    return project.id
+
+
+def test_download_resumes_after_drop(hook: BabouHook, emulator, tmp_path: Path) -> None:
+    emulator.configure(mp4_size=2_000_000)
+    project_id = _completed_export(hook)
+    emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=700_000, count=2)
+    result = hook.download_export(project_id, tmp_path / "v.mp4")
+    reference = tmp_path / "ref.mp4"
+    hook.download_export(project_id, reference)
+    data = reference.read_bytes()
+    assert result.size == len(data) == 2_000_000
+    assert result.sha256 == hashlib.sha256(data).hexdigest() == hashlib.sha256((tmp_path / "v.mp4").read_bytes()).hexdigest()
+    assert route_count(emulator, DOWNLOAD) == 4  # 3 for the resumed download (2 drops), 1 reference
+    assert key_stats(emulator)["responses"].get("206", 0) == 2
+
+
+async def test_async_download_resumes(hook: BabouHook, emulator, tmp_path: Path) -> None:
+    project_id = await asyncio.to_thread(_completed_export, hook)
+    emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=5000)
+    result = await hook.adownload_export(project_id, tmp_path / "v.mp4")
+    assert result.size == (tmp_path / "v.mp4").stat().st_size
+    assert route_count(emulator, DOWNLOAD) == 2
+    await hook.aclose()
+
+
+def test_download_expired_twice(hook: BabouHook, emulator, tmp_path: Path) -> None:
+    project_id = _completed_export(hook)
+    emulator.configure(download_ttl_seconds=0.001)
+    with pytest.raises(BabouDownloadExpiredError, match="fetch the export status again") as info:
+        hook.download_export(project_id, tmp_path / "v.mp4")
+    assert info.value.http_status == 403
+    assert route_count(emulator, DOWNLOAD) == 2
+    assert route_count(emulator, "GET /api/v1/projects/{project_id}/export") == 2 + 2  # waits: >= 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_expired_url_refreshed(babou_conn, emulator, tmp_path: Path) -> None:
+    # The emulator mints a fresh URL on every status call, so spoil only the first one.
+    spoiled: list[str] = []
+
+    class Spoil(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            if request.url.path.endswith("/export") and request.method == "GET" and not spoiled:
+                body = json.loads(response.read())
+                if body.get("download_url"):
+                    body["download_url"] = body["download_url"].split("?")[0] + "?expires=1"
+                    spoiled.append(body["download_url"])
+                    return httpx.Response(200, json=body)
+            return response
+
+    setup = BabouHook()
+    project_id = _completed_export(setup)
+    result = BabouHook(transport=Spoil()).download_export(project_id, tmp_path / "v.mp4")
+    assert spoiled
+    assert result.size > 0
+    assert key_stats(emulator)["responses"]["403"] == 1
+
+
+def test_download_to_object_storage(hook: BabouHook, tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    project_id = _completed_export(hook)
+    local = hook.download_export(project_id, ObjectStoragePath(f"file://{tmp_path}/a.mp4"))
+    assert (tmp_path / "a.mp4").stat().st_size == local.size
+    target = ObjectStoragePath("memory://videos/out.mp4")
+    result = hook.download_export(project_id, target, overwrite=True)
+    with target.open("rb") as handle:
+        assert hashlib.sha256(handle.read()).hexdigest() == result.sha256 == local.sha256
+    with pytest.raises(BabouInputError, match="already exists"):
+        hook.download_export(project_id, target)
+
+
+def test_download_before_completion(hook: BabouHook, emulator, tmp_path: Path) -> None:
+    project = hook.create_project(name="p")
+    chapter = hook.create_chapter(project.id, name="c")
+    receipt = hook.submit_prompt(project.id, chapter.id, content="x")
+    hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=10)
+    emulator.configure(export_queued_seconds=5)
+    hook.start_export(project.id)
+    assert hook.get_export(project.id).status is ExportStatus.QUEUED
+    with pytest.raises(BabouInputError, match="not completed"):
+        hook.download_export(project.id, tmp_path / "v.mp4")
+
+
+# --------------------------------------------------------------------------- MockTransport-only cases
+
+
+def _mock_conn_hook(handler, conn_id: str = "babou_mock", host: str = "https://api.babou.test/api/v1", **kw):
+    import os
+
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+        {"conn_type": "babou", "host": host, "password": ALICE}
+    )
+    return BabouHook(conn_id, transport=httpx.MockTransport(handler), **kw)
+
+
+@pytest.fixture(autouse=True)
+def _drop_mock_conn():
+    import os
+
+    yield
+    os.environ.pop("AIRFLOW_CONN_BABOU_MOCK", None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [{"id": "prj_a", "name": "a"}, {"id": "prj_b", "name": "b"}],
+        {"data": [{"id": "prj_a", "name": "a"}, {"id": "prj_b", "name": "b"}]},
+        {"projects": [{"id": "prj_a", "name": "a", "unknown": 1}, {"id": "prj_b", "name": "b"}]},
+    ],
+)
+def test_tolerant_project_lists(body) -> None:
+    hook = _mock_conn_hook(lambda request: httpx.Response(200, json=body))
+    page = hook.list_projects()
+    assert [p.id for p in page.items] == ["prj_a", "prj_b"]
+    assert page.pagination is None
+    assert [p.id for p in hook.iter_projects(page_size=5)] == ["prj_a", "prj_b"]
+
+
+def test_http_date_retry_after() -> None:
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            when = email.utils.formatdate(time.time() + 2, usegmt=True)
+            return httpx.Response(429, json={"error": "slow down", "code": "X"}, headers={"Retry-After": when})
+        return httpx.Response(200, json={"projects": []})
+
+    _mock_conn_hook(handler, max_backoff=60).list_projects()
+    assert 0.9 <= calls[1] - calls[0] <= 3.5
+    assert 1.0 <= _core.parse_retry_after(email.utils.formatdate(time.time() + 2, usegmt=True)) <= 2.1
+    assert _core.parse_retry_after("garbage") is None
+
+
+def test_cdn_download_gets_no_authorization(tmp_path: Path) -> None:
+    seen: dict[str, str | None] = {}
+    payload = b"\0\0\0\x18ftypmp42" + b"v" * 1000
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.host] = request.headers.get("Authorization")
+        if request.url.host == "cdn.example.net":
+            return httpx.Response(200, content=payload, headers={"Content-Length": str(len(payload))})
+        return httpx.Response(
+            200, json={"status": "completed", "download_url": "https://cdn.example.net/v/prj_a.mp4?sig=1"}
+        )
+
+    result = _mock_conn_hook(handler).download_export("prj_a", tmp_path / "v.mp4")
+    assert result.size == len(payload)
+    assert seen["api.babou.test"] == f"Bearer {ALICE}"
+    assert seen["cdn.example.net"] is None
+
+
+def test_non_json_error_mapping() -> None:
+    request = httpx.Request("POST", "https://api.babou.test/api/v1/assets?x=1")
+    page = "<html><head><title>502</title></head><body><h1>Bad   Gateway</h1></body></html>"
+    err = _core.error_for_response(httpx.Response(502, text=page, request=request), "POST")
+    assert err.message == "502 Bad Gateway (non-JSON body: 502 Bad Gateway)"
+    assert (err.method, err.path) == ("POST", "/api/v1/assets")
+    big = _core.error_for_response(
+        httpx.Response(413, json={"error": "File too large", "code": "FILE_TOO_LARGE"}, request=request), "POST"
+    )
+    assert type(big).__name__ == "BabouValidationError"
+    assert big.code == "FILE_TOO_LARGE"
