@@ -13,6 +13,8 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     uv venv --quiet --python "${BABOU_PYTHON:-python3}" "$VENV"
 fi
-VIRTUAL_ENV="$VENV" uv pip install --quiet -e "$ROOT[${BABOU_EXTRAS:-dev}]"
+# BABOU_PIN adds requirements, e.g. "apache-airflow==3.1.0" for the floor job in .ci/test.
+# shellcheck disable=SC2086
+VIRTUAL_ENV="$VENV" uv pip install --quiet -e "$ROOT[${BABOU_EXTRAS:-dev}]" ${BABOU_PIN:-}
 export PATH="$VENV/bin:$PATH"
 export VIRTUAL_ENV="$VENV"

@@ -191,6 +191,19 @@ async def test_async_client_per_loop_reused(hook: BabouHook, emulator: EmulatorC
 # --------------------------------------------------------------------------- uploads
 
 
+@pytest.fixture
+def memory_store():
+    """Register fsspec's in-memory filesystem as ``memory://``: a stand-in for a remote object store."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from airflow.sdk.io import attach
+
+    fs = MemoryFileSystem()
+    attach("memory", fs=fs)
+    yield fs
+    fs.store.clear()
+
+
 class _CountingReader:
     """A file wrapper recording the largest read, to prove the upload is streamed."""
 
@@ -225,7 +238,7 @@ def test_upload_is_streamed(api: Api, tmp_path: Path) -> None:
     assert 0 < reader.largest <= _core.CHUNK_SIZE
 
 
-def test_upload_object_storage_paths(api: Api, tmp_path: Path) -> None:
+def test_upload_object_storage_paths(api: Api, tmp_path: Path, memory_store) -> None:
     from airflow.sdk import ObjectStoragePath
 
     local = tmp_path / "song.wav"
@@ -337,7 +350,7 @@ def test_download_expired_url_refreshed(babou_conn, emulator, tmp_path: Path) ->
     assert key_stats(emulator)["responses"]["403"] == 1
 
 
-def test_download_to_object_storage(hook: BabouHook, tmp_path: Path) -> None:
+def test_download_to_object_storage(hook: BabouHook, tmp_path: Path, memory_store) -> None:
     from airflow.sdk import ObjectStoragePath
 
     project_id = _completed_export(hook)

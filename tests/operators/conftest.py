@@ -41,8 +41,8 @@ class FakeTaskStateStore(dict[str, Any]):
         self[key] = value
 
 
-def make_context(ti: FakeTI | None = None, **extra: Any) -> dict[str, Any]:
-    """Build the minimal context an operator's ``execute`` needs."""
+def make_context(ti: FakeTI | None = None, **extra: Any) -> Any:
+    """Build the minimal context ``execute`` needs (typed ``Any``: it stands in for ``Context``)."""
     from airflow.sdk.execution_time.context import OutletEventAccessors
 
     return {"ti": ti or FakeTI(), "outlet_events": OutletEventAccessors(), **extra}

@@ -37,7 +37,7 @@ from airflow_provider_babou.triggers.babou import (
 from tests.keys import ALICE
 from tests.operators.conftest import FAST_POLL, Env, FakeTaskStateStore, FakeTI, make_context
 
-FAST = {"poll_interval": 0.05, "timeout": 30}
+FAST: dict[str, Any] = {"poll_interval": 0.05, "timeout": 30}
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
     b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7V\xbd\xfa\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -58,9 +58,10 @@ def drive(trigger: Any) -> dict[str, Any]:
     return asyncio.run(first())
 
 
-def deferred(op: Any, context: dict[str, Any], method: str = "execute") -> TaskDeferred:
+def deferred(op: Any, context: Any) -> Any:
+    """Run ``execute`` expecting a deferral without a framework timeout; return the ``TaskDeferred``."""
     with pytest.raises(TaskDeferred) as info:
-        getattr(op, method)(context)
+        op.execute(context)
     assert info.value.timeout is None
     return info.value
 
@@ -313,7 +314,7 @@ class TestSubmitPrompt:
 # ----------------------------------------------------------------------------- events
 
 
-EVENT_CASES = [
+EVENT_CASES: list[tuple[Any, type[Exception], str]] = [
     (None, BabouEventError, "without a trigger event"),
     ("not a dict", BabouEventError, "must be a dict"),
     ({"status": "weird"}, BabouEventError, "unknown status"),
@@ -722,7 +723,7 @@ def test_missing_connection_and_bad_key(env: Env, monkeypatch: pytest.MonkeyPatc
         (BabouGenerateVideoOperator, {"project_name", "chapters", "destination", "description"}),
     ],
 )
-def test_template_fields(cls: type, fields: set[str]) -> None:
+def test_template_fields(cls: Any, fields: set[str]) -> None:
     assert set(cls.template_fields) == fields
 
 
