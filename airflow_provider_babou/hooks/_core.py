@@ -1208,6 +1208,10 @@ def download_export(
             assert error is not None
             raise error
         yield Blocking(lambda: _finish(state, local, remote))
+    except GeneratorExit:
+        # The driver gave up on the plan (a non-Babou error or cancellation): clean up in place.
+        state.discard()
+        raise
     except BaseException:
         yield Blocking(state.discard)
         raise

@@ -262,6 +262,9 @@ class BabouHook(BaseHook):
                     instruction = plan.send(result)
         except StopIteration as stop:
             return stop.value
+        finally:
+            # Lets a plan abandoned by an unexpected error or a cancellation clean up its files.
+            plan.close()
 
     # ------------------------------------------------------------------ async transport
 
@@ -357,6 +360,9 @@ class BabouHook(BaseHook):
                     instruction = plan.send(result)
         except StopIteration as stop:
             return stop.value
+        finally:
+            # Lets a plan abandoned by an unexpected error or a cancellation clean up its files.
+            plan.close()
 
     # ------------------------------------------------------------------ lifecycle
 

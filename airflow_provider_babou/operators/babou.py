@@ -94,7 +94,7 @@ def _default_deferrable() -> bool:
 
 def _as_location(value: Any) -> Any:
     """Turn a templated ``scheme://...`` string into an :class:`ObjectStoragePath`; keep anything else."""
-    if isinstance(value, str) and "://" in value and not value.startswith("file://"):
+    if isinstance(value, str) and "://" in value:
         return ObjectStoragePath(value)
     return value
 
@@ -223,6 +223,10 @@ class BabouCreateProjectOperator(BabouBaseOperator):
       another run or map index gets its own. The description plus marker must fit in 1000 characters.
     * ``"name"``: reuse the newest project with exactly this name, else create one. Runs share it.
     * ``"never"``: always create; a retry after an ambiguous failure may leave a duplicate.
+
+    When Babou's answer to a create is lost (the hook raises ``BabouOutcomeUnknownError`` rather
+    than sending the POST again), the task's retry is safe with ``"run"``: it finds the project
+    if it was created. The search pages through every project of the account.
 
     Pushes ``project_id`` to XCom and returns the project as JSON plus ``project_id`` and ``reused``.
 
@@ -512,7 +516,7 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
 
     def _execute_by_try_number(self, context: Context, project_id: str) -> Any:
         """Resume without a task state store: on a retry, a completed export is reused."""
-        if try_number(context) > 1:
+        if self.durable and try_number(context) > 1:
             previous: JsonValue = {"project_id": project_id, "export_id": None}
             if self.is_job_succeeded(self.get_job_status(previous, context)):
                 self.log.info(
@@ -540,7 +544,6 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
             except BabouConflictError:
                 self.log.info("An export of project %s started meanwhile; attaching to it", project_id)
             export_id = hook.get_project(project_id).active_export_id
-        self.push(context, export_id=export_id)
         return {"project_id": project_id, "export_id": export_id}
 
     def get_job_status(self, external_id: JsonValue, context: Context) -> str:
@@ -562,6 +565,7 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
 
     def poll_until_complete(self, external_id: JsonValue, context: Context) -> Any:
         """Wait for the export (defer, or block) and return its result; without waiting, return its state."""
+        self._push_export_id(context, external_id)
         hook = self.hook
         export = hook.get_export(self.project_id)
         if not self.wait_for_completion:
@@ -584,9 +588,15 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> Any:
         """Return the completed export (the path taken when a retry finds it already done)."""
+        self._push_export_id(context, external_id)
         return self._result(context, self.hook.get_export(self.project_id).model_dump(mode="json"))
 
     # -- results -----------------------------------------------------------------------------
+
+    def _push_export_id(self, context: Context, external_id: JsonValue) -> None:
+        # Pushed on every try (Airflow clears XCom before a retry), also when reconnecting.
+        if isinstance(external_id, dict):
+            self.push(context, export_id=external_id.get("export_id"))
 
     def _result(self, context: Context, export: dict[str, Any]) -> dict[str, Any]:
         BabouVideoLink.persist(context, export.get("download_url"))
@@ -701,12 +711,17 @@ class BabouDownloadExportOperator(BabouBaseOperator):
         destination = _check_destination(self.destination, overwrite=self.overwrite)
         with self.session() as hook:
             self.push(context, project_id=project_id)
-            result = _download(self, context, hook, project_id, destination)
-        return result
+            return _download(self, context, hook, project_id, destination, overwrite=self.overwrite)
 
 
 def _download(
-    operator: BabouBaseOperator, context: Context, hook: BabouHook, project_id: str, destination: Any
+    operator: BaseOperator,
+    context: Context,
+    hook: BabouHook,
+    project_id: str,
+    destination: Any,
+    *,
+    overwrite: bool,
 ) -> dict[str, Any]:
     """Download the export, store the video link, emit the outlet Asset events; return the JSON result."""
     export = hook.get_export(project_id)
@@ -716,7 +731,6 @@ def _download(
             + (f": {export.error}" if export.error else ""),
             hint="run BabouStartExportOperator (wait_for_completion=True) before downloading",
         )
-    overwrite = bool(getattr(operator, "overwrite", False))
     downloaded = hook.download_export(project_id, destination, overwrite=overwrite)
     BabouVideoLink.persist(context, export.download_url)
     result = {**downloaded.model_dump(mode="json"), "download_url": export.download_url}
@@ -985,7 +999,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                 f"export of project {project_id} ended {export.status.value!r}: "
                 f"{export.error or 'Babou gave no reason'}"
             )
-        result = _download(self, context, hook, project_id, destination)
+        result = _download(self, context, hook, project_id, destination, overwrite=self.overwrite)
         return {
             "project_id": project_id,
             "chapters": state["chapters"],

@@ -634,6 +634,7 @@ class TestGenerateVideo:
             except TaskDeferred as nxt:
                 deferral = nxt
                 assert deferral.timeout is None
+                assert deferral.kwargs is not None
                 stages.append(deferral.kwargs["stage"])
         else:
             raise AssertionError(f"never finished, stages {stages}")
@@ -743,3 +744,29 @@ def test_deferrable_default_follows_config(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
     assert babou._default_deferrable() is True
+
+
+def test_path_sources_survive_templating_and_upload(env: Env, tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    source = tmp_path / "logo.png"
+    source.write_bytes(PNG)
+    for value in (source, ObjectStoragePath(f"file://{source}"), f"file://{source}"):
+        op = BabouUploadAssetOperator(task_id="a", source=value)
+        op.render_template_fields({})
+        assert op.source == value
+        assert op.execute(make_context())["asset_id"].startswith("ast_")
+    assert env.counts()["assets_uploaded"] == 3
+
+
+def test_download_to_object_storage_path(env: Env, tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    project_id, _ = env.project_with_prompt()
+    env.hook.start_export(project_id)
+    env.hook.wait_for_export(project_id, poll=FAST_POLL, timeout=20)
+    destination = ObjectStoragePath(f"file://{tmp_path}/video.mp4")
+    result = BabouDownloadExportOperator(task_id="d", project_id=project_id, destination=destination).execute(
+        make_context()
+    )
+    assert (tmp_path / "video.mp4").stat().st_size == result["size"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl
+from tests.keys import ALICE
 from tests.triggers.babou_objects import Babou
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -17,21 +18,35 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 DAG_FILE = """
 from datetime import datetime
 
-from airflow.sdk import DAG
+import httpx
+from airflow.sdk import DAG, task
 
 from airflow_provider_babou.sensors.babou import BabouAssetSensor, BabouPromptSensor
 
+IDS = "{{{{ ti.xcom_pull(task_ids='submit')['%s'] }}}}"
+
 with DAG("babou_sensor_test", start_date=datetime(2025, 1, 1), schedule=None):
-    BabouAssetSensor(task_id="asset", asset_id="{asset_id}", deferrable=True, poll_interval=0.1, timeout=30)
-    BabouPromptSensor(
+
+    @task
+    def submit():
+        # Submitted inside the run, so the prompt is still processing when the sensor starts.
+        headers = {{"Authorization": "Bearer {api_key}"}}
+        url = "{api_url}/projects/{project_id}/chapters/{chapter_id}/prompt"
+        receipt = httpx.post(url, json={{"content": "Late arrival"}}, headers=headers).json()
+        ids = {{"project_id": "{project_id}", "chapter_id": "{chapter_id}"}}
+        return {{**ids, "prompt_id": receipt["prompt_id"]}}
+
+    prompt = BabouPromptSensor(
         task_id="prompt",
-        project_id="{project_id}",
-        chapter_id="{chapter_id}",
-        prompt_id="{prompt_id}",
+        project_id=IDS % "project_id",
+        chapter_id=IDS % "chapter_id",
+        prompt_id=IDS % "prompt_id",
         deferrable=True,
         poll_interval=0.1,
         timeout=30,
     )
+    submit() >> prompt
+    BabouAssetSensor(task_id="asset", asset_id="{asset_id}", deferrable=True, poll_interval=0.1, timeout=30)
     BabouPromptSensor(
         task_id="late",
         project_id="{project_id}",
@@ -51,35 +66,38 @@ def test_deferrable_sensors_in_a_dag_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from airflow import settings
     from airflow.dag_processing.dagbag import DagBag
 
-    project_id, chapter_id, prompt_id = babou.prompt_ids()
+    project_id = babou.project()
+    chapter_id = babou.chapter(project_id)
     asset_id = babou.asset()
     emulator.configure(prompt_seconds=30)
     slow_chapter_id = babou.chapter(project_id, "slow")
     slow_prompt_id = babou.prompt(project_id, slow_chapter_id)
-    emulator.configure(prompt_seconds=0.3)  # the first prompt was submitted at 0.3 s
+    emulator.configure(prompt_seconds=1.0)  # long enough for the sensor to defer
 
     (tmp_path / "babou_sensor_test.py").write_text(
         textwrap.dedent(DAG_FILE).format(
+            api_url=emulator.api_url,
+            api_key=ALICE,
             asset_id=asset_id,
             project_id=project_id,
             chapter_id=chapter_id,
-            prompt_id=prompt_id,
             slow_chapter_id=slow_chapter_id,
             slow_prompt_id=slow_prompt_id,
         )
     )
     # dag.test() only runs DAGs found in the dags-folder bundle, which reads settings.DAGS_FOLDER.
-    from airflow import settings
-
     monkeypatch.setattr(settings, "DAGS_FOLDER", str(tmp_path))
     bag = DagBag(str(tmp_path))
     assert bag.import_errors == {}, bag.import_errors
     dag = bag.get_dag("babou_sensor_test")
     dag_run = dag.test()
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-    assert states == {"asset": "success", "prompt": "success", "late": "failed"}, states
+    assert states == {"submit": "success", "asset": "success", "prompt": "success", "late": "failed"}, states
     xcoms = {ti.task_id: ti.xcom_pull(task_ids=ti.task_id) for ti in dag_run.get_task_instances()}
     assert xcoms["asset"]["id"] == asset_id
     assert xcoms["prompt"]["id"] == chapter_id
+    prompt_id = xcoms["submit"]["prompt_id"]
+    assert next(p for p in xcoms["prompt"]["prompts"] if p["id"] == prompt_id)["status"] == "completed"
