@@ -3,7 +3,7 @@ download, and TCP connections opened for 1,000 sequential GETs.
 
 Run from the repository root::
 
-    /tmp/venv/bin/python -m benchmarks.hook_bench [--download-mib 1024] [--upload-mib 100]
+    /tmp/venv/bin/python benchmarks/hook_bench.py [--download-mib 1024] [--upload-mib 100]
 
 Each memory figure is measured in a fresh child process: after the imports and setup the peak
 (``VmHWM``) is reset to the current RSS via ``/proc/self/clear_refs``, then read again after the
@@ -14,6 +14,7 @@ Connections come from the emulator's own counter of distinct client ports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -40,10 +41,8 @@ def _peak_mib() -> float:
 
 def _reset_peak() -> None:
     """Reset ``VmHWM`` to the current RSS, so import-time spikes cannot hide the transfer's cost."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def child(mode: str, api_url: str, project_id: str, path: str) -> None:
@@ -77,12 +76,16 @@ def child(mode: str, api_url: str, project_id: str, path: str) -> None:
     else:
         raise SystemExit(f"unknown mode {mode}")
     elapsed = time.perf_counter() - started
-    print(json.dumps({"mode": mode, "peak_increase_mib": round(_peak_mib() - before, 1), "seconds": round(elapsed, 2)}))
+    print(
+        json.dumps(
+            {"mode": mode, "peak_increase_mib": round(_peak_mib() - before, 1), "seconds": round(elapsed, 2)}
+        )
+    )
 
 
 def _run_child(mode: str, api_url: str, project_id: str, path: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.hook_bench", "--child", mode, api_url, project_id, path],
+        [sys.executable, __file__, "--child", mode, api_url, project_id, path],
         check=True,
         capture_output=True,
         text=True,

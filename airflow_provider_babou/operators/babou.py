@@ -604,6 +604,8 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the export trigger fired: return the export, or raise its failure."""
+        _st = context.get("task_state_store")
+        self.log.warning("DEBUGSTORE2 %r %r", _st, _st.get(self.external_id_key) if _st is not None else None)
         export = raise_for_event(event)
         return self._result(context, export)
 

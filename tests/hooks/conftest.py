@@ -21,7 +21,9 @@ FAST_POLL = PollPolicy(interval=0.05, backoff=1.5, max_interval=0.3)
 def babou_conn(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorControl) -> Callable[..., str]:
     """Define ``babou_default`` (to the emulator, key ALICE); call it to define others."""
 
-    def make(conn_id: str = "babou_default", *, key: str | None = ALICE, host: str | None = None, **extra: Any) -> str:
+    def make(
+        conn_id: str = "babou_default", *, key: str | None = ALICE, host: str | None = None, **extra: Any
+    ) -> str:
         conn: dict[str, Any] = {"conn_type": "babou", "host": host or emulator.api_url}
         if key is not None:
             conn["password"] = key

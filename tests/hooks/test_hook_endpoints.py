@@ -12,7 +12,9 @@ from airflow_provider_babou.exceptions import BabouInputError, BabouNotFoundErro
 from airflow_provider_babou.models import AssetState, ChapterStatus, ExportStatus, PromptStatus
 from tests.hooks.conftest import FAST_POLL, Api, route_count
 
-SAMPLE_MP4 = Path(__file__).resolve().parents[2] / "airflow_provider_babou" / "emulator" / "data" / "sample.mp4"
+SAMPLE_MP4 = (
+    Path(__file__).resolve().parents[2] / "airflow_provider_babou" / "emulator" / "data" / "sample.mp4"
+)
 
 
 def _video(api: Api) -> tuple[str, str, str]:

@@ -101,7 +101,6 @@ def test_job_failures_and_wait_timeout(api: Api, emulator: EmulatorControl) -> N
     assert time.monotonic() - started < 3
 
 
-
 def test_asset_failure(api: Api, emulator: EmulatorControl, tmp_path) -> None:
     emulator.fail_next(ALICE, "asset", message="corrupt file")
     image = tmp_path / "a.webp"
@@ -150,7 +149,9 @@ def test_transport_error_and_unreachable(babou_conn) -> None:
 # --------------------------------------------------------------------------- retries
 
 
-@pytest.mark.parametrize("fault", ["500", "502_html", "503_html", "504_empty", "429", "drop_before", "drop_after"])
+@pytest.mark.parametrize(
+    "fault", ["500", "502_html", "503_html", "504_empty", "429", "drop_before", "drop_after"]
+)
 def test_get_retries_each_fault(api: Api, emulator: EmulatorControl, fault: str) -> None:
     project = api.create_project(name="p")
     emulator.inject_fault(fault, method="GET", path=r"/api/v1/projects/prj_", count=2)
@@ -209,7 +210,9 @@ def test_retries_are_logged_without_headers(babou_conn, emulator, caplog: pytest
 
 
 @pytest.mark.parametrize("fault", ["500", "502_html", "504_empty", "drop_after", "drop_before"])
-def test_create_project_ambiguous_failure_is_not_retried(api: Api, emulator: EmulatorControl, fault: str) -> None:
+def test_create_project_ambiguous_failure_is_not_retried(
+    api: Api, emulator: EmulatorControl, fault: str
+) -> None:
     emulator.inject_fault(fault, method="POST", path="/api/v1/projects$")
     with pytest.raises(BabouOutcomeUnknownError) as info:
         api.create_project(name="once")

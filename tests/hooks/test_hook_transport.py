@@ -55,7 +55,9 @@ def test_plain_http_refused_off_loopback(babou_conn) -> None:
 
 def test_uri_form_connection(monkeypatch, emulator: EmulatorControl) -> None:
     port = httpx.URL(emulator.url).port
-    monkeypatch.setenv("AIRFLOW_CONN_BABOU_URI", f"babou://:{ALICE}@127.0.0.1:{port}/api/v1?timeout=3&max_retries=1")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BABOU_URI", f"babou://:{ALICE}@127.0.0.1:{port}/api/v1?timeout=3&max_retries=1"
+    )
     hook = BabouHook("babou_uri")
     assert hook.list_projects().items == []
     assert hook.config.timeout == 3
@@ -141,7 +143,7 @@ def test_key_never_leaks(babou_conn, caplog, emulator: EmulatorControl) -> None:
     assert all(EXPIRED not in text for text in texts)
     import pickle
 
-    assert EXPIRED not in str(pickle.loads(pickle.dumps(info.value)))
+    assert EXPIRED not in str(pickle.loads(pickle.dumps(info.value)))  # noqa: S301 - our own bytes
 
 
 def test_key_registered_with_secrets_masker(hook: BabouHook, monkeypatch) -> None:
@@ -194,9 +196,8 @@ async def test_async_client_per_loop_reused(hook: BabouHook, emulator: EmulatorC
 @pytest.fixture
 def memory_store():
     """Register fsspec's in-memory filesystem as ``memory://``: a stand-in for a remote object store."""
-    from fsspec.implementations.memory import MemoryFileSystem
-
     from airflow.sdk.io import attach
+    from fsspec.implementations.memory import MemoryFileSystem
 
     fs = MemoryFileSystem()
     attach("memory", fs=fs)
@@ -302,7 +303,11 @@ def test_download_resumes_after_drop(hook: BabouHook, emulator, tmp_path: Path) 
     hook.download_export(project_id, reference)
     data = reference.read_bytes()
     assert result.size == len(data) == 2_000_000
-    assert result.sha256 == hashlib.sha256(data).hexdigest() == hashlib.sha256((tmp_path / "v.mp4").read_bytes()).hexdigest()
+    assert (
+        result.sha256
+        == hashlib.sha256(data).hexdigest()
+        == hashlib.sha256((tmp_path / "v.mp4").read_bytes()).hexdigest()
+    )
     assert route_count(emulator, DOWNLOAD) == 4  # 3 for the resumed download (2 drops), 1 reference
     assert key_stats(emulator)["responses"].get("206", 0) == 2
 
@@ -421,12 +426,16 @@ def test_http_date_retry_after() -> None:
         calls.append(time.monotonic())
         if len(calls) == 1:
             when = email.utils.formatdate(time.time() + 2, usegmt=True)
-            return httpx.Response(429, json={"error": "slow down", "code": "X"}, headers={"Retry-After": when})
+            return httpx.Response(
+                429, json={"error": "slow down", "code": "X"}, headers={"Retry-After": when}
+            )
         return httpx.Response(200, json={"projects": []})
 
     _mock_conn_hook(handler, max_backoff=60).list_projects()
     assert 0.9 <= calls[1] - calls[0] <= 3.5
-    assert 1.0 <= _core.parse_retry_after(email.utils.formatdate(time.time() + 2, usegmt=True)) <= 2.1
+    parsed = _core.parse_retry_after(email.utils.formatdate(time.time() + 2, usegmt=True))
+    assert parsed is not None
+    assert 1.0 <= parsed <= 2.1
     assert _core.parse_retry_after("garbage") is None
 
 
@@ -457,7 +466,8 @@ def test_non_json_error_mapping() -> None:
     assert err.message == "502 Bad Gateway (non-JSON body: 502 Bad Gateway)"
     assert (err.method, err.path) == ("POST", "/api/v1/assets")
     big = _core.error_for_response(
-        httpx.Response(413, json={"error": "File too large", "code": "FILE_TOO_LARGE"}, request=request), "POST"
+        httpx.Response(413, json={"error": "File too large", "code": "FILE_TOO_LARGE"}, request=request),
+        "POST",
     )
     assert type(big).__name__ == "BabouValidationError"
     assert big.code == "FILE_TOO_LARGE"
