@@ -121,6 +121,14 @@ def _check_destination(destination: Any, *, overwrite: bool) -> Any:
     return destination
 
 
+def _make_parent(destination: Any) -> None:
+    """Create the destination's missing parent directories: per-run paths rarely exist beforehand."""
+    if isinstance(destination, ObjectStoragePath):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+
+
 def _description_with_marker(description: str | None, marker: str) -> str:
     """Append the run marker to the description, refusing (not truncating) one that would get too long."""
     if description is None or not description:
@@ -418,9 +426,8 @@ class BabouSubmitPromptOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                     **_prompt_result(project_id, chapter_id, prompt_id, None, reused=reused),
                     "status": status.value,
                 }
-            chapter = hook.get_chapter(project_id, chapter_id)
-            state = prompt_state(chapter, prompt_id)
-            if not state.done and self.deferrable:
+            # A fresh (or attached) prompt is processing: wait without a first GET.
+            if not status.is_terminal and self.deferrable:
                 self.defer(
                     trigger=BabouPromptTrigger(
                         project_id=project_id,
@@ -432,11 +439,16 @@ class BabouSubmitPromptOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                     kwargs={"reused": reused},
                     timeout=None,
                 )
-            if not state.done:
+            if not status.is_terminal:
                 chapter = hook.wait_for_prompt(
                     project_id, chapter_id, prompt_id, poll=self.poll_policy(), timeout=self.timeout
                 )
-            elif not state.succeeded:
+                return _prompt_result(
+                    project_id, chapter_id, prompt_id, chapter.model_dump(mode="json"), reused=reused
+                )
+            chapter = hook.get_chapter(project_id, chapter_id)
+            state = prompt_state(chapter, prompt_id)
+            if not state.succeeded:
                 raise BabouJobFailedError(
                     f"prompt {prompt_id} (chapter {chapter_id}, project {project_id}) ended {state.state!r}: "
                     f"{state.message or 'Babou gave no reason'}"
@@ -604,8 +616,6 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the export trigger fired: return the export, or raise its failure."""
-        _st = context.get("task_state_store")
-        self.log.warning("DEBUGSTORE2 %r %r", _st, _st.get(self.external_id_key) if _st is not None else None)
         export = raise_for_event(event)
         return self._result(context, export)
 
@@ -678,8 +688,9 @@ class BabouUploadAssetOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
 class BabouDownloadExportOperator(BabouBaseOperator):
     """Download a project's completed export (the MP4) to a local path or object storage.
 
-    The hook writes to a temporary file beside the destination, resumes interrupted transfers and
-    renames atomically, so a retry never leaves a half-written video at ``destination``. Each
+    Missing parent directories are created. The hook writes to a temporary file beside the
+    destination, resumes interrupted transfers and renames atomically, so a retry never leaves a
+    half-written video at ``destination``. Each
     :class:`~airflow.sdk.Asset` in ``outlets`` gets an event whose extra carries ``project_id``,
     ``size``, ``sha256`` and ``path``.
 
@@ -733,6 +744,7 @@ def _download(
             + (f": {export.error}" if export.error else ""),
             hint="run BabouStartExportOperator (wait_for_completion=True) before downloading",
         )
+    _make_parent(destination)
     downloaded = hook.download_export(project_id, destination, overwrite=overwrite)
     BabouVideoLink.persist(context, export.download_url)
     result = {**downloaded.model_dump(mode="json"), "download_url": export.download_url}
@@ -765,12 +777,14 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
     4. **export**: an export in flight is attached to; on a retry where no prompt had to be
        submitted again, a completed export is reused instead of rendering again; else one is started
        and waited for;
-    5. **download** to ``destination``, with Asset events as in :class:`BabouDownloadExportOperator`.
+    5. **download** to ``destination`` (missing parent directories are created), with Asset events
+       as in :class:`BabouDownloadExportOperator`.
 
     All input is checked before the first request, so bad input creates nothing. A failure after
     something was created names the ids that exist (a retry reuses them). In deferrable mode the
     task defers between stages (on each pending prompt, then on the export) and re-enters through
-    ``execute_complete`` with the stage in its kwargs; ``timeout`` bounds the whole task.
+    ``resume_prompts`` or ``resume_export`` with the progress in its kwargs; without them (``dag.test()``
+    drops defer kwargs) the progress is found again in Babou. ``timeout`` bounds the whole task.
 
     Pushes ``project_id`` and ``chapter_ids``/``prompt_ids`` (chapter name -> id) before waiting and
     returns ``{project_id, chapters, export, path, size, sha256, download_url}``.
@@ -897,28 +911,62 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
             except BabouError as err:
                 raise annotate(err, self._created(state)) from None
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any] | None = None,
-        stage: str = "",
-        state: dict[str, Any] | None = None,
+    def resume_prompts(
+        self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Resume after a trigger fired: check its outcome, then continue from ``stage``."""
-        if stage not in ("prompts", "export") or not isinstance(state, dict):
-            raise BabouError(
-                f"cannot resume: unknown stage {stage!r} or missing state",
-                hint="clear the task to start over",
-            )
+        """Resume after a prompt trigger fired: check its outcome, wait for the others, then export."""
+        return self._resume(context, event, state, self._wait_prompts)
+
+    def resume_export(
+        self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the export trigger fired: check its outcome, then download."""
+        return self._resume(context, event, state, self._wait_export)
+
+    def _resume(
+        self, context: Context, event: Any, state: dict[str, Any] | None, stage: Any
+    ) -> dict[str, Any]:
         destination = _as_location(self.destination)
         with self.session() as hook:
             try:
                 raise_for_event(event)
-                if stage == "prompts":
-                    return self._wait_prompts(context, hook, state, destination)
-                return self._wait_export(context, hook, state, destination)
+                if not isinstance(state, dict):
+                    # ``dag.test()`` resumes with the event only, dropping the defer kwargs; every
+                    # stage is idempotent, so the state is rebuilt from Babou with GETs alone.
+                    state = self._rebuild_state(context, hook)
+                result: dict[str, Any] = stage(context, hook, state, destination)
+                return result
             except BabouError as err:
-                raise annotate(err, self._created(state)) from None
+                raise annotate(err, self._created(state or {})) from None
+
+    def _rebuild_state(self, context: Context, hook: BabouHook) -> dict[str, Any]:
+        """Find this task instance's project, chapters and prompts again (GETs only)."""
+        marker = run_marker(context)
+        project = next((p for p in hook.iter_projects() if marker in (p.description or "")), None)
+        if project is None:
+            raise BabouError(
+                f"cannot resume: no project carries this task's marker {marker}",
+                hint="clear the task to start over",
+            )
+        chapters = {c.name: c.id for c in hook.list_chapters(project.id)}
+        entries = []
+        for spec in self._checked_chapters():
+            chapter_id = chapters.get(spec["name"])
+            prompt = hook.find_prompt(project.id, chapter_id, content=spec["prompt"]) if chapter_id else None
+            if chapter_id is None or prompt is None:
+                raise BabouError(
+                    f"cannot resume: chapter {spec['name']!r} or its prompt is missing "
+                    f"in project {project.id}",
+                    hint="clear the task to start over",
+                )
+            entries.append({"name": spec["name"], "chapter_id": chapter_id, "prompt_id": prompt.id})
+        # Unknown whether this try resubmitted a prompt: assume it did, so no stale export is reused.
+        return {
+            "project_id": project.id,
+            "chapters": entries,
+            "resubmitted": True,
+            "deadline": time.time() + self.timeout,
+        }
 
     def _remaining(self, state: dict[str, Any], pending: str) -> float:
         remaining = float(state["deadline"]) - time.time()
@@ -926,13 +974,9 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
             raise BabouWaitTimeoutError(f"timed out after {self.timeout} s with {pending} still pending")
         return remaining
 
-    def _defer(self, trigger: Any, stage: str, state: dict[str, Any]) -> None:
-        self.defer(
-            trigger=trigger,
-            method_name="execute_complete",
-            kwargs={"stage": stage, "state": state},
-            timeout=None,
-        )
+    def _defer(self, trigger: Any, method_name: str, state: dict[str, Any]) -> None:
+        # The stage is the method name, so resuming works even when the kwargs are lost.
+        self.defer(trigger=trigger, method_name=method_name, kwargs={"state": state}, timeout=None)
 
     def _wait_prompts(
         self, context: Context, hook: BabouHook, state: dict[str, Any], destination: Any
@@ -957,7 +1001,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                     prompt_id=prompt_id,
                     **self.trigger_kwargs(float(state["deadline"])),
                 )
-                self._defer(trigger, "prompts", state)
+                self._defer(trigger, "resume_prompts", state)
             hook.wait_for_prompt(
                 project_id, chapter_id, prompt_id, poll=self.poll_policy(), timeout=remaining
             )
@@ -994,7 +1038,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                 trigger = BabouExportTrigger(
                     project_id=project_id, **self.trigger_kwargs(float(state["deadline"]))
                 )
-                self._defer(trigger, "export", state)
+                self._defer(trigger, "resume_export", state)
             export = hook.wait_for_export(project_id, poll=self.poll_policy(), timeout=remaining)
         if not export.status.is_success:
             raise BabouJobFailedError(

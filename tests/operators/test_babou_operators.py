@@ -291,6 +291,27 @@ class TestSubmitPrompt:
         with pytest.raises(BabouJobFailedError):
             op.execute_complete(make_context(), event)
 
+    def test_deferrable_timeout_names_what_is_pending(self, env: Env) -> None:
+        project_id, chapter_id = env.project_with_prompt(wait=True)
+        env.emulator.configure(prompt_seconds=30)
+        op = BabouSubmitPromptOperator(
+            task_id="s",
+            project_id=project_id,
+            chapter_id=chapter_id,
+            content="Slow",
+            wait_for_completion=True,
+            deferrable=True,
+            poll_interval=0.05,
+            timeout=0.3,
+        )
+        deferral = deferred(op, make_context())
+        event = drive(deferral.trigger)
+        assert event["status"] == "timeout"
+        with pytest.raises(BabouWaitTimeoutError) as info:
+            op.execute_complete(make_context(), event)
+        assert deferral.trigger.prompt_id in str(info.value)
+        assert chapter_id in str(info.value)
+
     @pytest.mark.parametrize(
         "kwargs",
         [
@@ -343,17 +364,17 @@ def test_execute_complete_rejects_every_bad_event(op: Any, event: Any, error: ty
         op.execute_complete(make_context(), event)
 
 
-def test_generate_resume_rejects_bad_events_and_stages() -> None:
+def test_generate_resume_rejects_bad_events() -> None:
     op = BabouGenerateVideoOperator(
         task_id="g", project_name="p", chapters=[{"name": "a", "prompt": "b"}], destination="/tmp/x.mp4"
     )
     state = {"project_id": "prj_1", "chapters": [], "resubmitted": False, "deadline": time.time() + 5}
     with pytest.raises(BabouEventError):
-        op.execute_complete(make_context(), None, stage="prompts", state=state)
+        op.resume_prompts(make_context(), None, state=state)
+    with pytest.raises(BabouEventError, match="unknown status"):
+        op.resume_export(make_context(), {"status": "weird"}, state=state)
     with pytest.raises(BabouWaitTimeoutError, match="prj_1"):
-        op.execute_complete(make_context(), EVENT_CASES[4][0], stage="export", state=state)
-    with pytest.raises(BabouError, match="unknown stage"):
-        op.execute_complete(make_context(), {"status": "success"}, stage="download", state=state)
+        op.resume_export(make_context(), EVENT_CASES[4][0], state=state)
 
 
 # ----------------------------------------------------------------------------- export
@@ -376,7 +397,8 @@ class TestStartExport:
         op = BabouStartExportOperator(task_id="e", project_id=project_id, deferrable=False, **FAST)
         first = op.execute(make_context(FakeTI(try_number=1)))
         second = op.execute(make_context(FakeTI(try_number=2)))
-        assert second["download_url"] == first["download_url"]
+        # Same file; the signed URL's expiry may have been re-issued in between.
+        assert second["download_url"].split("?")[0] == first["download_url"].split("?")[0]
         assert env.counts()["exports_started"] == 1
 
     def test_retry_with_state_store_reuses_completed_export(self, env: Env) -> None:
@@ -396,6 +418,17 @@ class TestStartExport:
         deferral = deferred(op, make_context(FakeTI(try_number=2), task_state_store=store))
         assert isinstance(deferral.trigger, BabouExportTrigger)
         assert env.counts()["exports_started"] == 1
+
+    def test_retry_with_state_store_after_failed_export_renders_again(self, env: Env) -> None:
+        project_id, _ = env.project_with_prompt()
+        env.emulator.fail_next(ALICE, "export", message="Renderer exploded")
+        store = FakeTaskStateStore()
+        op = BabouStartExportOperator(task_id="e", project_id=project_id, deferrable=False, **FAST)
+        with pytest.raises(BabouJobFailedError, match="Renderer exploded"):
+            op.execute(make_context(FakeTI(try_number=1), task_state_store=store))
+        result = op.execute(make_context(FakeTI(try_number=2), task_state_store=store))
+        assert result["status"] == "completed"
+        assert env.counts()["exports_started"] == 2
 
     def test_attaches_to_export_in_flight(self, env: Env) -> None:
         project_id, _ = env.project_with_prompt()
@@ -525,8 +558,7 @@ class TestDownloadExport:
         env.hook.start_export(project_id)
         env.hook.wait_for_export(project_id, poll=FAST_POLL, timeout=20)
         video, other = Asset("babou://video"), Asset("s3://bucket/other")
-        destination = tmp_path / "out" / "video.mp4"
-        destination.parent.mkdir()
+        destination = tmp_path / "out" / "run-1" / "video.mp4"  # parents are created
         op = BabouDownloadExportOperator(
             task_id="d", project_id=project_id, destination=str(destination), outlets=[video, other]
         )
@@ -617,33 +649,36 @@ class TestGenerateVideo:
         assert counts["prompts_submitted"] == 2
         assert counts["exports_started"] == 1
 
-    def test_deferrable_walks_the_stages(self, env: Env, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("keep_kwargs", [True, False], ids=["triggerer", "dag-test-drops-kwargs"])
+    def test_deferrable_walks_the_stages(self, env: Env, tmp_path: Path, keep_kwargs: bool) -> None:
         op = _generate(tmp_path, deferrable=True)
         context = make_context()
         deferral = deferred(op, context)
         assert isinstance(deferral.trigger, BabouPromptTrigger)
-        assert deferral.method_name == "execute_complete"
-        assert deferral.kwargs["stage"] == "prompts"
+        assert deferral.method_name == "resume_prompts"
+        assert deferral.kwargs["state"]["project_id"] == context["ti"].xcoms["project_id"]
         assert context["ti"].xcoms["prompt_ids"]["Intro"] == deferral.trigger.prompt_id
-        stages = ["prompts"]
+        stages = [deferral.method_name]
         for _ in range(6):
             event = drive(deferral.trigger)
+            kwargs = deferral.kwargs if keep_kwargs else {}
             try:
-                result = op.execute_complete(context, event, **deferral.kwargs)
+                result = getattr(op, deferral.method_name)(context, event, **kwargs)
                 break
             except TaskDeferred as nxt:
                 deferral = nxt
                 assert deferral.timeout is None
-                assert deferral.kwargs is not None
-                stages.append(deferral.kwargs["stage"])
+                stages.append(deferral.method_name)
         else:
             raise AssertionError(f"never finished, stages {stages}")
-        assert stages[0] == "prompts"
-        assert stages[-1] == "export"
+        assert stages[0] == "resume_prompts"
+        assert stages[-1] == "resume_export"
         assert result["size"] > 0
         assert Path(result["path"]).exists()
         counts = env.counts()
         assert counts["projects_created"] == 1
+        assert counts["chapters_created"] == 2
+        assert counts["prompts_submitted"] == 2
         assert counts["exports_started"] == 1
 
     def test_failure_after_creation_names_the_ids(self, env: Env, tmp_path: Path) -> None:
