@@ -24,9 +24,7 @@ os.environ["BABOU_OUTPUT_DIR"] = str(OUT / "videos")
 
 def main() -> int:
     started = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL
-    )
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
     from airflow_provider_babou.emulator import DEMO_API_KEY, EmulatorProcess
 
     with EmulatorProcess() as emulator:
@@ -74,7 +72,9 @@ def _describe_video(path: Path) -> str:
         return "  (install PyAV to print the stream details)"
     with av.open(str(path)) as container:
         streams = ", ".join(f"{s.type} {s.codec_context.name}" for s in container.streams)
-        return f"  opens as a {container.format.name} container with {streams}, {container.duration / 1e6:.1f} s"
+        return (
+            f"  opens as a {container.format.name} container with {streams}, {container.duration / 1e6:.1f} s"
+        )
 
 
 if __name__ == "__main__":

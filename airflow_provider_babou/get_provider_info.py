@@ -28,7 +28,9 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Babou", "python-modules": ["airflow_provider_babou.operators.babou"]}
         ],
-        "sensors": [{"integration-name": "Babou", "python-modules": ["airflow_provider_babou.sensors.babou"]}],
+        "sensors": [
+            {"integration-name": "Babou", "python-modules": ["airflow_provider_babou.sensors.babou"]}
+        ],
         "triggers": [
             {"integration-name": "Babou", "python-modules": ["airflow_provider_babou.triggers.babou"]}
         ],

@@ -19,7 +19,9 @@ from airflow.sdk import DAG, task
 
 from airflow_provider_babou.operators.babou import BabouGenerateVideoOperator
 
-RECIPIENTS_CSV = Path(os.environ.get("BABOU_RECIPIENTS_CSV", Path(__file__).parent / "data" / "recipients.csv"))
+RECIPIENTS_CSV = Path(
+    os.environ.get("BABOU_RECIPIENTS_CSV", Path(__file__).parent / "data" / "recipients.csv")
+)
 OUTPUT_DIR = os.environ.get("BABOU_OUTPUT_DIR", "/tmp/babou-videos")
 BABOU_POOL = "babou_api"
 

@@ -89,13 +89,59 @@ def test_video_pipeline_downloads_one_playable_mp4(
     once = {"projects_created": 1, "chapters_created": 3, "prompts_submitted": 3, "exports_started": 1}
     assert _created(emulator) == {**once, "assets_uploaded": 0}
 
-    # Re-running every task of the same run is what retries do (XCom cleared, try_number + 1):
-    # the operators must find what the first attempt made instead of making it again.
+    # Clearing the whole run re-runs every task with XCom cleared: what was built is found again
+    # (project by run marker, chapters by name, prompts by content); the export task renders
+    # again, since Babou cannot tell whether the chapters changed (a *retry* reuses it, below).
     rerun = _run(dag, when)
 
     assert rerun.run_id == dag_run.run_id
     assert rerun.state == "success", _states(rerun)
-    assert _created(emulator) == {**once, "assets_uploaded": 0}
+    assert _created(emulator) == {**once, "exports_started": 2, "assets_uploaded": 0}
+    _assert_playable(babou_env / "video.mp4")
+
+
+def test_video_pipeline_retry_after_a_failed_wait_duplicates_nothing(
+    dagbag: Any, emulator: EmulatorControl, babou_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Babou answers 500 six times while the triggerer waits on the export (after the export
+    # started), with no hook-level retries: the trigger gives up after five consecutive
+    # failures, start_export fails, and its retry must pick up that export, not start another.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BABOU_DEFAULT",
+        json.dumps(
+            {"conn_type": "babou", "host": emulator.api_url, "password": ALICE, "extra": {"max_retries": 0}}
+        ),
+    )
+    from airflow_provider_babou.triggers.babou import BabouExportTrigger
+
+    waits: list[float] = []
+    real_run = BabouExportTrigger.run
+
+    async def run_with_outage(self: BabouExportTrigger) -> Any:
+        if not waits:
+            emulator.inject_fault("500", method="GET", path=r"/export$", count=6)
+        waits.append(self.end_time)
+        async for event in real_run(self):
+            yield event
+
+    monkeypatch.setattr(BabouExportTrigger, "run", run_with_outage)
+    dag = _load(dagbag, "babou_video_pipeline")
+    monkeypatch.setattr(dag.get_task("start_export"), "poll_interval", 0.1)
+    monkeypatch.setattr(dag.get_task("download_video"), "destination", str(babou_env / "video.mp4"))
+
+    dag_run = _run(dag)
+
+    assert dag_run.state == "success", _states(dag_run)
+    export_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "start_export")
+    assert export_ti.try_number == 2, "the outage should have failed exactly the first try"
+    assert emulator.stats(ALICE)["key"]["faults_injected"]["500"] == 6
+    assert _created(emulator) == {
+        "projects_created": 1,
+        "chapters_created": 3,
+        "prompts_submitted": 3,
+        "exports_started": 1,
+        "assets_uploaded": 0,
+    }
     _assert_playable(babou_env / "video.mp4")
 
 
