@@ -141,7 +141,10 @@ class Project(BabouModel):
 
 
 class Prompt(BabouModel):
-    """A prompt as nested in Get Chapter; ``status`` may be absent (then see :meth:`Chapter.prompt_status`)."""
+    """A prompt as nested in Get Chapter.
+
+    ``status`` may be absent; :meth:`Chapter.prompt_status` then works it out.
+    """
 
     id: str
     content: str = ""

@@ -90,7 +90,8 @@ with DAG(
         chapter_id="{{ ti.xcom_pull(task_ids='create_chapter', key='chapter_id') }}",
         content=(
             "Play the uploaded clip {{ ti.xcom_pull(task_ids='upload_clip', key='asset_id') }} full screen, "
-            "then fade to the logo {{ ti.xcom_pull(task_ids='upload_logo', key='asset_id') }} centred on white."
+            "then fade to the logo {{ ti.xcom_pull(task_ids='upload_logo', key='asset_id') }} "
+            "centred on white."
         ),
         wait_for_completion=True,
         deferrable=True,
