@@ -15,23 +15,23 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The terminal status words, shared by every status enum.
+_SUCCESS_VALUES = frozenset({"completed", "ready"})
+_FAILURE_VALUES = frozenset({"failed", "error"})
+
 
 class _Status(str, Enum):
-    """A status word; subclasses list which values are terminal and which are failures."""
+    """A status word; any case and surrounding spaces, a synonym (:data:`_SYNONYMS`) or ``unknown``."""
 
     @classmethod
     def _missing_(cls, value: object) -> Any:
         if isinstance(value, str):
             lowered = value.strip().lower()
-            synonym = cls._synonyms().get(lowered, lowered)
+            synonym = _SYNONYMS.get(cls, {}).get(lowered, lowered)
             for member in cls:
                 if member.value == synonym:
                     return member
         return cls("unknown")
-
-    @classmethod
-    def _synonyms(cls) -> dict[str, str]:
-        return {}
 
     @property
     def is_terminal(self) -> bool:
@@ -41,20 +41,12 @@ class _Status(str, Enum):
     @property
     def is_success(self) -> bool:
         """Whether this is the successful terminal state."""
-        return self.value in type(self)._success_values()
+        return self.value in _SUCCESS_VALUES
 
     @property
     def is_failure(self) -> bool:
         """Whether this is a failed terminal state."""
-        return self.value in type(self)._failure_values()
-
-    @classmethod
-    def _success_values(cls) -> frozenset[str]:
-        return frozenset({"completed", "ready"})
-
-    @classmethod
-    def _failure_values(cls) -> frozenset[str]:
-        return frozenset({"failed", "error"})
+        return self.value in _FAILURE_VALUES
 
 
 class PromptStatus(_Status):
@@ -64,10 +56,6 @@ class PromptStatus(_Status):
     COMPLETED = "completed"
     FAILED = "failed"
     UNKNOWN = "unknown"
-
-    @classmethod
-    def _synonyms(cls) -> dict[str, str]:
-        return {"error": "failed", "cancelled": "failed", "canceled": "failed"}
 
 
 class ChapterStatus(_Status):
@@ -81,11 +69,6 @@ class ChapterStatus(_Status):
     ERROR = "error"
     UNKNOWN = "unknown"
 
-    @classmethod
-    def _synonyms(cls) -> dict[str, str]:
-        # The MCP docs show "completed" for a chapter whose prompt finished.
-        return {"completed": "ready", "failed": "error"}
-
 
 class ExportStatus(_Status):
     """State of a project's export."""
@@ -95,10 +78,6 @@ class ExportStatus(_Status):
     COMPLETED = "completed"
     FAILED = "failed"
     UNKNOWN = "unknown"
-
-    @classmethod
-    def _synonyms(cls) -> dict[str, str]:
-        return {"error": "failed"}
 
 
 class AssetState(_Status):
@@ -110,9 +89,15 @@ class AssetState(_Status):
     ERROR = "error"
     UNKNOWN = "unknown"
 
-    @classmethod
-    def _synonyms(cls) -> dict[str, str]:
-        return {"failed": "error"}
+
+#: Status words the docs use interchangeably, per enum: a word -> the member value it stands for.
+_SYNONYMS: dict[type[_Status], dict[str, str]] = {
+    PromptStatus: {"error": "failed", "cancelled": "failed", "canceled": "failed"},
+    # The MCP docs show "completed" for a chapter whose prompt finished.
+    ChapterStatus: {"completed": "ready", "failed": "error"},
+    ExportStatus: {"error": "failed"},
+    AssetState: {"failed": "error"},
+}
 
 
 class BabouModel(BaseModel):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_babou.models import Asset, Chapter, Export, PromptStatus
+from airflow_provider_babou.models import Asset, AssetState, Chapter, Export, ExportStatus, PromptStatus
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ class WaitState:
     message: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
 
+    def failure(self, what: str) -> str:
+        """Say that ``what`` (e.g. ``"export of project prj_1"``) ended in this state, and Babou's reason."""
+        return f"{what} ended {self.state!r}: {self.message or 'Babou gave no reason'}"
+
 
 def prompt_state(chapter: Chapter, prompt_id: str) -> WaitState:
     """Judge a prompt from its chapter (the docs' way to poll a prompt)."""
@@ -79,23 +83,22 @@ def prompt_state(chapter: Chapter, prompt_id: str) -> WaitState:
     )
 
 
+def _status_state(status: ExportStatus | AssetState, message: str | None, obj: Export | Asset) -> WaitState:
+    """Judge an object by its status word alone (the enum knows which states are terminal)."""
+    return WaitState(
+        done=status.is_terminal,
+        succeeded=status.is_success,
+        state=status.value,
+        message=message,
+        payload=obj.model_dump(mode="json"),
+    )
+
+
 def export_state(export: Export) -> WaitState:
     """Judge a project's export from Get Export Status."""
-    return WaitState(
-        done=export.status.is_terminal,
-        succeeded=export.status.is_success,
-        state=export.status.value,
-        message=export.error,
-        payload=export.model_dump(mode="json"),
-    )
+    return _status_state(export.status, export.error, export)
 
 
 def asset_state(asset: Asset) -> WaitState:
     """Judge an asset: ``ready`` succeeds, ``error``/``failed`` fail."""
-    return WaitState(
-        done=asset.state.is_terminal,
-        succeeded=asset.state.is_success,
-        state=asset.state.value,
-        message=None,
-        payload=asset.model_dump(mode="json"),
-    )
+    return _status_state(asset.state, None, asset)

@@ -9,11 +9,22 @@ from __future__ import annotations
 import re
 
 from airflow_provider_babou.exceptions import BabouInputError
+from airflow_provider_babou.limits import API_KEY_PREFIX, DESCRIPTION_MAX, NAME_MAX, PROMPT_MAX
 
-NAME_MAX = 30
-DESCRIPTION_MAX = 1000
-PROMPT_MAX = 5000
-API_KEY_PREFIX = "sk-bab-"
+__all__ = [
+    "API_KEY_PREFIX",
+    "DESCRIPTION_MAX",
+    "NAME_MAX",
+    "PROMPT_MAX",
+    "check_api_key",
+    "check_description",
+    "check_duration",
+    "check_id",
+    "check_name",
+    "check_prompt",
+    "check_text",
+]
+
 _BAD_ID_CHARS = re.compile(r"[/\s?#]")
 
 
@@ -46,7 +57,7 @@ def check_text(field: str, value: object, *, maximum: int, required: bool = True
     if len(value) > maximum:
         raise BabouInputError(
             f"{field} is {len(value)} characters long",
-            hint=f"{field} must be at most {maximum} characters",
+            hint=f"{field} must be {'1 to' if required else 'at most'} {maximum} characters",
         )
     return value
 
@@ -76,22 +87,33 @@ def check_duration(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BabouInputError(
-            f"chapter duration must be a positive whole number of seconds, got {value!r}",
+            f"chapter duration must be a positive integer (whole seconds), got {value!r}",
             hint="omit duration to let Babou decide, or pass e.g. 30",
         )
     return value
 
 
-def check_api_key(value: object) -> str:
-    """Check that an API key looks like a Babou key; never echoes the key itself."""
+def check_api_key(value: object, *, conn_id: str | None = None) -> str:
+    """Check that an API key looks like a Babou key; never echoes the key itself.
+
+    :param conn_id: the connection the key came from, named in the error when given.
+    """
     if not isinstance(value, str) or not value:
+        if conn_id is not None:
+            raise BabouInputError(
+                f"no Babou API key: connection {conn_id!r} has no password and BABOU_API_KEY is not set",
+                hint=f"put the key ({API_KEY_PREFIX}...) in the connection's API Key field",
+            )
         raise BabouInputError(
             "no Babou API key configured",
             hint="set the connection's password (API Key) or the BABOU_API_KEY environment variable",
         )
     if not value.startswith(API_KEY_PREFIX):
+        owner = f"of connection {conn_id!r} " if conn_id is not None else ""
         raise BabouInputError(
-            f"the Babou API key does not start with {API_KEY_PREFIX!r}",
-            hint="copy the key from the Babou dashboard (Settings -> API Keys); keys look like sk-bab-...",
+            f"the Babou API key {owner}is malformed: Babou keys start with {API_KEY_PREFIX!r}",
+            code="INVALID_API_KEY_FORMAT",
+            hint="copy the key again from the Babou dashboard (Settings -> API Keys); "
+            f"keys look like {API_KEY_PREFIX}...",
         )
     return value

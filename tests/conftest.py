@@ -6,6 +6,7 @@ test module imports ``airflow``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,16 @@ def emulator(emulator_process: EmulatorProcess) -> EmulatorControl:
 def airflow_db() -> None:
     """Create the metadata DB in the session's AIRFLOW_HOME (``dag.test()`` and the CLI need it)."""
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+
+
+@pytest.fixture
+def babou_conn(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the ``babou_default`` connection (env, no DB) at the reset emulator as ALICE; return its id."""
+    conn = {
+        "conn_type": "babou",
+        "host": emulator.api_url,
+        "password": ALICE,
+        "extra": {"dashboard_url_template": "https://app.babou.test/projects/{project_id}"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_BABOU_DEFAULT", json.dumps(conn))
+    return "babou_default"

@@ -23,6 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from airflow_provider_babou.limits import API_KEY_PREFIX
+
 DEMO_API_KEY = "sk-bab-emulator-demo-key"
 """The key the emulator accepts when no ``--api-key`` is given (documented, fake)."""
 
@@ -107,7 +109,7 @@ def profile_from(value: str | dict[str, Any], base: FaultProfile | None = None) 
 
 def mask_key(key: str) -> str:
     """Shorten an API key for logs and responses (``sk-bab-…1234``); never show a full key."""
-    return f"sk-bab-…{key[-4:]}" if len(key) > 10 else "sk-bab-…"
+    return f"{API_KEY_PREFIX}…{key[-4:]}" if len(key) > 10 else f"{API_KEY_PREFIX}…"
 
 
 class EmulatorConfig(BaseModel):
@@ -138,8 +140,8 @@ class EmulatorConfig(BaseModel):
         if self.mp4_size is not None and 0 < self.mp4_size - SAMPLE_MP4_SIZE < _MIN_FREE_BOX:
             raise ValueError(f"mp4_size must equal {SAMPLE_MP4_SIZE} or be at least {_MIN_FREE_BOX} larger")
         for key in [*self.api_keys, *self.expired_keys]:
-            if not key.startswith("sk-bab-"):
-                raise ValueError("API keys must start with 'sk-bab-'")
+            if not key.startswith(API_KEY_PREFIX):
+                raise ValueError(f"API keys must start with {API_KEY_PREFIX!r}")
         return self
 
     def public(self) -> dict[str, Any]:

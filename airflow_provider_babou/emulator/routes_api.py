@@ -17,26 +17,17 @@ from fastapi.responses import JSONResponse
 from airflow_provider_babou.emulator import schemas
 from airflow_provider_babou.emulator.state import EmulatorState
 from airflow_provider_babou.emulator.store import ApiError
-
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024
-SUPPORTED_TYPES = (
-    "video/mp4",
-    "video/quicktime",
-    "video/x-msvideo",
-    "video/webm",
-    "image/png",
-    "image/jpeg",
-    "image/gif",
-    "image/webp",
-    "image/svg+xml",
-    "audio/mpeg",
-    "audio/wav",
-    "audio/ogg",
-    "audio/aac",
+from airflow_provider_babou.limits import (
+    DESCRIPTION_MAX,
+    MAX_UPLOAD_BYTES,
+    NAME_MAX,
+    PROMPT_MAX,
+    SUPPORTED_CONTENT_TYPES,
 )
-_TYPES_HINT = "Supported types: " + ", ".join(SUPPORTED_TYPES)
+
+_TYPES_HINT = "Supported types: " + ", ".join(SUPPORTED_CONTENT_TYPES)
 ASSET_STATES = ("uploading", "processing", "ready", "error", "failed")
-_NAME_HINT = "Name must be between 1 and 30 characters"
+_NAME_HINT = f"Name must be between 1 and {NAME_MAX} characters"
 
 
 def emulator_state(request: Request) -> EmulatorState:
@@ -84,7 +75,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 def _name(data: dict[str, Any]) -> str:
     name = data.get("name")
-    if not isinstance(name, str) or not 1 <= len(name) <= 30:
+    if not isinstance(name, str) or not 1 <= len(name) <= NAME_MAX:
         raise _invalid(_NAME_HINT)
     return name
 
@@ -119,8 +110,8 @@ async def create_project(request: Request, key: str = Key) -> JSONResponse:
     data = await _json_object(request)
     name = _name(data)
     description = data.get("description")
-    if description is not None and (not isinstance(description, str) or len(description) > 1000):
-        raise _invalid("Description must be at most 1000 characters")
+    if description is not None and (not isinstance(description, str) or len(description) > DESCRIPTION_MAX):
+        raise _invalid(f"Description must be at most {DESCRIPTION_MAX} characters")
     settings = data.get("settings")
     if settings is not None and not isinstance(settings, dict):
         raise _invalid("Settings must be a JSON object or null")
@@ -185,8 +176,8 @@ async def submit_prompt(request: Request, project_id: str, chapter_id: str, key:
     store.get_chapter(key, project_id, chapter_id)
     data = await _json_object(request)
     content = data.get("content")
-    if not isinstance(content, str) or not 1 <= len(content) <= 5000:
-        raise _invalid("Content must be between 1 and 5000 characters", "Invalid prompt content")
+    if not isinstance(content, str) or not 1 <= len(content) <= PROMPT_MAX:
+        raise _invalid(f"Content must be between 1 and {PROMPT_MAX} characters", "Invalid prompt content")
     force = data.get("force", False)
     if force is None:
         force = False
@@ -234,7 +225,9 @@ async def export_status(request: Request, project_id: str, key: str = Key) -> JS
         "requestBody": {
             "required": True,
             "description": "The raw file bytes; Content-Type is the file's MIME type.",
-            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in SUPPORTED_TYPES},
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in SUPPORTED_CONTENT_TYPES
+            },
         }
     },
 )
@@ -244,7 +237,7 @@ async def upload_asset(request: Request, key: str = Key) -> JSONResponse:
     if not raw_type or not raw_type.strip():
         raise _invalid(_TYPES_HINT, "Content-Type header is required")
     content_type = raw_type.split(";")[0].strip().lower()
-    if content_type not in SUPPORTED_TYPES:
+    if content_type not in SUPPORTED_CONTENT_TYPES:
         raise _invalid(_TYPES_HINT, "Unsupported content type")
     too_large = ApiError(
         413,

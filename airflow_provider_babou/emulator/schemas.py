@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from airflow_provider_babou.limits import DESCRIPTION_MAX, NAME_MAX, PROMPT_MAX
+
 
 class ErrorBody(BaseModel):
     """The flat Babou error envelope; ``hint`` is omitted when there is none."""
@@ -28,8 +30,8 @@ class Pagination(BaseModel):
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(min_length=1, max_length=30)
-    description: str | None = Field(None, max_length=1000)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    description: str | None = Field(None, max_length=DESCRIPTION_MAX)
     settings: dict[str, Any] | None = None
 
 
@@ -50,7 +52,7 @@ class ProjectList(BaseModel):
 class ChapterCreate(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(min_length=1, max_length=30)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
     duration: int | None = Field(None, ge=1)
 
 
@@ -87,7 +89,7 @@ class ChapterDetail(Chapter):
 class PromptSubmit(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    content: str = Field(min_length=1, max_length=5000)
+    content: str = Field(min_length=1, max_length=PROMPT_MAX)
     force: bool = False
 
 

@@ -10,6 +10,7 @@ from airflow_provider_babou.emulator.faults import FaultInjector
 from airflow_provider_babou.emulator.ratelimit import RateLimiter
 from airflow_provider_babou.emulator.stats import Stats
 from airflow_provider_babou.emulator.store import ApiError, Store
+from airflow_provider_babou.limits import API_KEY_PREFIX
 
 
 class EmulatorState:
@@ -76,7 +77,7 @@ class EmulatorState:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "UNAUTHORIZED", "Unauthorized - Invalid API key")
-        if not token.startswith("sk-bab-"):
+        if not token.startswith(API_KEY_PREFIX):
             raise ApiError(401, "INVALID_API_KEY_FORMAT", "Invalid API key format")
         if token in self._expired:
             raise ApiError(401, "API_KEY_EXPIRED", "API key has expired")

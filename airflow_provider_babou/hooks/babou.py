@@ -1,7 +1,9 @@
 """``BabouHook``: the one piece of the provider that speaks HTTP to Babou, sync and async.
 
-Request building, response parsing, error mapping, retries and reconciliation live once in
-:mod:`airflow_provider_babou.hooks._core` as *plans*; this module only runs them over an
+Request building, response parsing, error mapping, retries and reconciliation live once in the
+private modules beside this one (every endpoint as a *plan* in :mod:`._plans`; connection in
+:mod:`._config`; errors in :mod:`._errors`; retries in :mod:`._retry`; bodies in
+:mod:`._responses`; files in :mod:`._transfer`); this module only runs the plans over an
 ``httpx.Client`` (sync) or an ``httpx.AsyncClient`` (async). See ``docs/design.md`` for the
 public contract.
 """
@@ -21,16 +23,18 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_babou import __version__
 from airflow_provider_babou.exceptions import BabouError, BabouInputError
-from airflow_provider_babou.hooks import _core
-from airflow_provider_babou.hooks._core import (
-    Blocking,
-    Call,
-    ClientConfig,
-    Plan,
-    Sleep,
-    Stream,
-    StreamOutcome,
+from airflow_provider_babou.hooks import (
+    _config,
+    _errors,
+    _instructions,
+    _plans,
+    _responses,
+    _retry,
+    _transfer,
 )
+from airflow_provider_babou.hooks._config import ClientConfig
+from airflow_provider_babou.hooks._instructions import Blocking, Call, Plan, Sleep, Stream
+from airflow_provider_babou.hooks._transfer import StreamOutcome
 from airflow_provider_babou.models import (
     Asset,
     Chapter,
@@ -42,7 +46,7 @@ from airflow_provider_babou.models import (
     Prompt,
     PromptReceipt,
 )
-from airflow_provider_babou.polling import PollPolicy, asset_state, export_state, prompt_state
+from airflow_provider_babou.polling import PollPolicy
 
 try:
     from airflow.sdk.log import mask_secret
@@ -127,7 +131,7 @@ class BabouHook(BaseHook):
         if conn.password:
             # Register before anything can fail, so even a malformed key is masked in logs.
             mask_secret(conn.password)
-        config = _core.resolve_config(conn, conn_id=self.babou_conn_id, **self._overrides)
+        config = _config.resolve_config(conn, conn_id=self.babou_conn_id, **self._overrides)
         mask_secret(config.api_key)
         return config
 
@@ -167,12 +171,12 @@ class BabouHook(BaseHook):
         return {
             "timeout": httpx.Timeout(config.timeout),
             "headers": {"User-Agent": _user_agent()},
-            "auth": _core.BearerAuth(config.api_key, config.api_origin),
+            "auth": _config.BearerAuth(config.api_key, config.api_origin),
             "follow_redirects": False,
         }
 
-    def _policy(self, config: ClientConfig) -> _core.RetryPolicy:
-        return _core.RetryPolicy(config.max_retries, config.max_backoff, config.retry_deadline)
+    def _policy(self, config: ClientConfig) -> _retry.RetryPolicy:
+        return _retry.RetryPolicy(config.max_retries, config.max_backoff, config.retry_deadline)
 
     # ------------------------------------------------------------------ sync transport
 
@@ -195,14 +199,14 @@ class BabouHook(BaseHook):
             params=call.params,
             json=call.json,
             content=content,
-            headers=_core.request_headers(call),
+            headers=_instructions.request_headers(call),
         )
         try:
             response = client.send(request)
         except httpx.TransportError as exc:
-            raise _core.transport_error(exc, call.method, request.url) from exc
+            raise _errors.transport_error(exc, call.method, request.url) from exc
         if response.is_error:
-            raise _core.error_for_response(response, call.method, config.api_key)
+            raise _errors.error_for_response(response, call.method, config.api_key)
         return response
 
     def _request(self, call: Call) -> httpx.Response:
@@ -216,26 +220,26 @@ class BabouHook(BaseHook):
         config = self.config
         client = self.get_conn()
         state = instruction.state
-        request = client.build_request("GET", instruction.url, headers=_core.range_headers(state))
+        request = client.build_request("GET", instruction.url, headers=_transfer.range_headers(state))
         try:
             response = client.send(request, stream=True)
         except httpx.TransportError as exc:
-            return StreamOutcome(0, False, _core.transport_error(exc, "GET", request.url))
+            return StreamOutcome(0, False, _errors.transport_error(exc, "GET", request.url))
         try:
-            early = _core.begin_stream(response, state)
+            early = _transfer.begin_stream(response, state)
             if early is not None:
                 if early.error is None and not early.complete and early.status != 403:
                     response.read()
-                    early.error = _core.error_for_response(response, "GET", config.api_key)
+                    early.error = _errors.error_for_response(response, "GET", config.api_key)
                 return early
             try:
-                for chunk in response.iter_raw(_core.CHUNK_SIZE):
+                for chunk in response.iter_raw(_transfer.CHUNK_SIZE):
                     state.write(chunk)
             except httpx.TransportError as exc:
                 return StreamOutcome(
-                    response.status_code, False, _core.transport_error(exc, "GET", request.url)
+                    response.status_code, False, _errors.transport_error(exc, "GET", request.url)
                 )
-            return _core.end_stream(response.status_code, state, "GET", instruction.url)
+            return _transfer.end_stream(response.status_code, state, "GET", instruction.url)
         finally:
             response.close()
 
@@ -292,14 +296,14 @@ class BabouHook(BaseHook):
             params=call.params,
             json=call.json,
             content=content,
-            headers=_core.request_headers(call),
+            headers=_instructions.request_headers(call),
         )
         try:
             response = await client.send(request)
         except httpx.TransportError as exc:
-            raise _core.transport_error(exc, call.method, request.url) from exc
+            raise _errors.transport_error(exc, call.method, request.url) from exc
         if response.is_error:
-            raise _core.error_for_response(response, call.method, config.api_key)
+            raise _errors.error_for_response(response, call.method, config.api_key)
         return response
 
     async def _arequest(self, call: Call) -> httpx.Response:
@@ -313,27 +317,27 @@ class BabouHook(BaseHook):
         config = await self.aconfig()
         client = await self.aget_conn()
         state = instruction.state
-        request = client.build_request("GET", instruction.url, headers=_core.range_headers(state))
+        request = client.build_request("GET", instruction.url, headers=_transfer.range_headers(state))
         try:
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
-            return StreamOutcome(0, False, _core.transport_error(exc, "GET", request.url))
+            return StreamOutcome(0, False, _errors.transport_error(exc, "GET", request.url))
         try:
-            early = _core.begin_stream(response, state)
+            early = _transfer.begin_stream(response, state)
             if early is not None:
                 if early.error is None and not early.complete and early.status != 403:
                     await response.aread()
-                    early.error = _core.error_for_response(response, "GET", config.api_key)
+                    early.error = _errors.error_for_response(response, "GET", config.api_key)
                 return early
             try:
-                async for chunk in response.aiter_raw(_core.CHUNK_SIZE):
+                async for chunk in response.aiter_raw(_transfer.CHUNK_SIZE):
                     # Disk writes leave the loop free for other triggers/tasks.
                     await asyncio.to_thread(state.write, chunk)
             except httpx.TransportError as exc:
                 return StreamOutcome(
-                    response.status_code, False, _core.transport_error(exc, "GET", request.url)
+                    response.status_code, False, _errors.transport_error(exc, "GET", request.url)
                 )
-            return _core.end_stream(response.status_code, state, "GET", instruction.url)
+            return _transfer.end_stream(response.status_code, state, "GET", instruction.url)
         finally:
             await response.aclose()
 
@@ -400,7 +404,7 @@ class BabouHook(BaseHook):
             config = self.config
         except BabouError as exc:
             return False, str(exc)
-        return self._run(_core.test_connection_plan(config.base_url))
+        return self._run(_plans.test_connection_plan(config.base_url))
 
     async def atest_connection(self) -> tuple[bool, str]:
         """Async :meth:`test_connection`."""
@@ -408,7 +412,7 @@ class BabouHook(BaseHook):
             config = await self.aconfig()
         except BabouError as exc:
             return False, str(exc)
-        return await self._arun(_core.test_connection_plan(config.base_url))
+        return await self._arun(_plans.test_connection_plan(config.base_url))
 
     def dashboard_url(self, project_id: str) -> str | None:
         """Link to the project in the Babou dashboard, from the connection's template (or ``None``)."""
@@ -431,24 +435,24 @@ class BabouHook(BaseHook):
         :param description: up to 1000 characters.
         :param settings: reserved by Babou for future use.
         """
-        return self._run(_core.create_project(name, description, settings))
+        return self._run(_plans.create_project(name, description, settings))
 
     async def acreate_project(
         self, *, name: str, description: str | None = None, settings: dict[str, Any] | None = None
     ) -> Project:
         """Async :meth:`create_project`."""
-        return await self._arun(_core.create_project(name, description, settings))
+        return await self._arun(_plans.create_project(name, description, settings))
 
     def get_project(self, project_id: str) -> Project:
         """Get a project.
 
         :param project_id: the project id.
         """
-        return self._run(_core.get_model(Project, f"/projects/{_core.seg('project_id', project_id)}"))
+        return self._run(_plans.get_project(project_id))
 
     async def aget_project(self, project_id: str) -> Project:
         """Async :meth:`get_project`."""
-        return await self._arun(_core.get_model(Project, f"/projects/{_core.seg('project_id', project_id)}"))
+        return await self._arun(_plans.get_project(project_id))
 
     def list_projects(self, *, limit: int = 20, offset: int = 0) -> Page[Project]:
         """List one page of projects (tolerant of a bare array or a ``data`` list).
@@ -456,11 +460,11 @@ class BabouHook(BaseHook):
         :param limit: page size, 1-100.
         :param offset: projects to skip.
         """
-        return self._run(_core.list_projects(limit, offset))
+        return self._run(_plans.list_projects(limit, offset))
 
     async def alist_projects(self, *, limit: int = 20, offset: int = 0) -> Page[Project]:
         """Async :meth:`list_projects`."""
-        return await self._arun(_core.list_projects(limit, offset))
+        return await self._arun(_plans.list_projects(limit, offset))
 
     def iter_projects(self, *, page_size: int = 100) -> Iterator[Project]:
         """Yield every project, page after page.
@@ -471,7 +475,7 @@ class BabouHook(BaseHook):
         while offset is not None:
             page = self.list_projects(limit=page_size, offset=offset)
             yield from page.items
-            offset = _core.next_offset(page, offset, page_size)
+            offset = _responses.next_offset(page, offset, page_size)
 
     async def aiter_projects(self, *, page_size: int = 100) -> AsyncIterator[Project]:
         """Async :meth:`iter_projects`."""
@@ -480,18 +484,18 @@ class BabouHook(BaseHook):
             page = await self.alist_projects(limit=page_size, offset=offset)
             for project in page.items:
                 yield project
-            offset = _core.next_offset(page, offset, page_size)
+            offset = _responses.next_offset(page, offset, page_size)
 
     def find_projects(self, *, name: str) -> list[Project]:
         """Return the projects named exactly ``name``, newest first (to reuse one by name).
 
         :param name: the exact project name.
         """
-        return self._run(_core.find_projects(name))
+        return self._run(_plans.find_projects(name))
 
     async def afind_projects(self, *, name: str) -> list[Project]:
         """Async :meth:`find_projects`."""
-        return await self._arun(_core.find_projects(name))
+        return await self._arun(_plans.find_projects(name))
 
     # ------------------------------------------------------------------ chapters and prompts
 
@@ -502,11 +506,11 @@ class BabouHook(BaseHook):
         :param name: 1-30 characters.
         :param duration: positive whole seconds, optional.
         """
-        return self._run(_core.create_chapter(project_id, name, duration))
+        return self._run(_plans.create_chapter(project_id, name, duration))
 
     async def acreate_chapter(self, project_id: str, *, name: str, duration: int | None = None) -> Chapter:
         """Async :meth:`create_chapter`."""
-        return await self._arun(_core.create_chapter(project_id, name, duration))
+        return await self._arun(_plans.create_chapter(project_id, name, duration))
 
     def get_chapter(self, project_id: str, chapter_id: str) -> Chapter:
         """Get a chapter with its prompts.
@@ -514,22 +518,22 @@ class BabouHook(BaseHook):
         :param project_id: the project.
         :param chapter_id: the chapter.
         """
-        return self._run(_core.get_chapter(project_id, chapter_id))
+        return self._run(_plans.get_chapter(project_id, chapter_id))
 
     async def aget_chapter(self, project_id: str, chapter_id: str) -> Chapter:
         """Async :meth:`get_chapter`."""
-        return await self._arun(_core.get_chapter(project_id, chapter_id))
+        return await self._arun(_plans.get_chapter(project_id, chapter_id))
 
     def list_chapters(self, project_id: str) -> list[Chapter]:
         """List a project's chapters (in creation order).
 
         :param project_id: the project.
         """
-        return self._run(_core.list_chapters(project_id))
+        return self._run(_plans.list_chapters(project_id))
 
     async def alist_chapters(self, project_id: str) -> list[Chapter]:
         """Async :meth:`list_chapters`."""
-        return await self._arun(_core.list_chapters(project_id))
+        return await self._arun(_plans.list_chapters(project_id))
 
     def submit_prompt(
         self, project_id: str, chapter_id: str, *, content: str, force: bool = False
@@ -541,13 +545,13 @@ class BabouHook(BaseHook):
         :param content: 1-5000 characters describing what to build.
         :param force: replace a prompt already in flight on this chapter.
         """
-        return self._run(_core.submit_prompt(project_id, chapter_id, content, force))
+        return self._run(_plans.submit_prompt(project_id, chapter_id, content, force))
 
     async def asubmit_prompt(
         self, project_id: str, chapter_id: str, *, content: str, force: bool = False
     ) -> PromptReceipt:
         """Async :meth:`submit_prompt`."""
-        return await self._arun(_core.submit_prompt(project_id, chapter_id, content, force))
+        return await self._arun(_plans.submit_prompt(project_id, chapter_id, content, force))
 
     def find_prompt(self, project_id: str, chapter_id: str, *, content: str) -> Prompt | None:
         """Return the latest prompt of the chapter with exactly this content, if any.
@@ -556,11 +560,11 @@ class BabouHook(BaseHook):
         :param chapter_id: the chapter.
         :param content: the exact prompt text.
         """
-        return self._run(_core.find_prompt(project_id, chapter_id, content))
+        return self._run(_plans.find_prompt(project_id, chapter_id, content))
 
     async def afind_prompt(self, project_id: str, chapter_id: str, *, content: str) -> Prompt | None:
         """Async :meth:`find_prompt`."""
-        return await self._arun(_core.find_prompt(project_id, chapter_id, content))
+        return await self._arun(_plans.find_prompt(project_id, chapter_id, content))
 
     # ------------------------------------------------------------------ exports
 
@@ -569,22 +573,22 @@ class BabouHook(BaseHook):
 
         :param project_id: the project.
         """
-        return self._run(_core.start_export(project_id))
+        return self._run(_plans.start_export(project_id))
 
     async def astart_export(self, project_id: str) -> ExportReceipt:
         """Async :meth:`start_export`."""
-        return await self._arun(_core.start_export(project_id))
+        return await self._arun(_plans.start_export(project_id))
 
     def get_export(self, project_id: str) -> Export:
         """Get the project's export status (404 before any export).
 
         :param project_id: the project.
         """
-        return self._run(_core.get_export(project_id))
+        return self._run(_plans.get_export(project_id))
 
     async def aget_export(self, project_id: str) -> Export:
         """Async :meth:`get_export`."""
-        return await self._arun(_core.get_export(project_id))
+        return await self._arun(_plans.get_export(project_id))
 
     def _max_resumes(self) -> int:
         return max(3, self.config.max_retries)
@@ -603,7 +607,7 @@ class BabouHook(BaseHook):
             a local temporary file).
         :param overwrite: replace an existing destination instead of raising ``BabouInputError``.
         """
-        return self._run(_core.download_export(project_id, destination, overwrite, self._max_resumes()))
+        return self._run(_plans.download_export(project_id, destination, overwrite, self._max_resumes()))
 
     async def adownload_export(
         self, project_id: str, destination: Any, *, overwrite: bool = False
@@ -611,7 +615,7 @@ class BabouHook(BaseHook):
         """Async :meth:`download_export`."""
         await self.aconfig()
         return await self._arun(
-            _core.download_export(project_id, destination, overwrite, self._max_resumes())
+            _plans.download_export(project_id, destination, overwrite, self._max_resumes())
         )
 
     # ------------------------------------------------------------------ assets
@@ -625,11 +629,11 @@ class BabouHook(BaseHook):
             ``ObjectStoragePath``.
         :param content_type: the MIME type; guessed from the name when omitted.
         """
-        return self._run(_core.upload_asset(source, content_type))
+        return self._run(_plans.upload_asset(source, content_type))
 
     async def aupload_asset(self, source: Any, *, content_type: str | None = None) -> Asset:
         """Async :meth:`upload_asset`."""
-        plan = await asyncio.to_thread(_core.upload_asset, source, content_type)
+        plan = await asyncio.to_thread(_plans.upload_asset, source, content_type)
         return await self._arun(plan)
 
     def get_asset(self, asset_id: str) -> Asset:
@@ -637,11 +641,11 @@ class BabouHook(BaseHook):
 
         :param asset_id: the asset id.
         """
-        return self._run(_core.get_model(Asset, f"/assets/{_core.seg('asset_id', asset_id)}"))
+        return self._run(_plans.get_asset(asset_id))
 
     async def aget_asset(self, asset_id: str) -> Asset:
         """Async :meth:`get_asset`."""
-        return await self._arun(_core.get_model(Asset, f"/assets/{_core.seg('asset_id', asset_id)}"))
+        return await self._arun(_plans.get_asset(asset_id))
 
     def list_assets(
         self, *, limit: int = 20, offset: int = 0, content_type: str | None = None, state: str | None = None
@@ -653,13 +657,13 @@ class BabouHook(BaseHook):
         :param content_type: exact MIME type filter.
         :param state: state filter (``uploading``, ``processing``, ``ready``, ``error``/``failed``).
         """
-        return self._run(_core.list_assets(limit, offset, content_type, state))
+        return self._run(_plans.list_assets(limit, offset, content_type, state))
 
     async def alist_assets(
         self, *, limit: int = 20, offset: int = 0, content_type: str | None = None, state: str | None = None
     ) -> Page[Asset]:
         """Async :meth:`list_assets`."""
-        return await self._arun(_core.list_assets(limit, offset, content_type, state))
+        return await self._arun(_plans.list_assets(limit, offset, content_type, state))
 
     def iter_assets(
         self, *, content_type: str | None = None, state: str | None = None, page_size: int = 100
@@ -674,7 +678,7 @@ class BabouHook(BaseHook):
         while offset is not None:
             page = self.list_assets(limit=page_size, offset=offset, content_type=content_type, state=state)
             yield from page.items
-            offset = _core.next_offset(page, offset, page_size)
+            offset = _responses.next_offset(page, offset, page_size)
 
     async def aiter_assets(
         self, *, content_type: str | None = None, state: str | None = None, page_size: int = 100
@@ -687,21 +691,9 @@ class BabouHook(BaseHook):
             )
             for asset in page.items:
                 yield asset
-            offset = _core.next_offset(page, offset, page_size)
+            offset = _responses.next_offset(page, offset, page_size)
 
     # ------------------------------------------------------------------ blocking waits
-
-    @staticmethod
-    def _prompt_wait(
-        project_id: str, chapter_id: str, prompt_id: str, poll: PollPolicy, timeout: float
-    ) -> Plan[Chapter]:
-        return _core.wait_plan(
-            lambda: _core.get_chapter(project_id, chapter_id),
-            lambda chapter: prompt_state(chapter, prompt_id),
-            what=f"prompt {prompt_id} of chapter {chapter_id}",
-            poll=poll,
-            timeout=timeout,
-        )
 
     def wait_for_prompt(
         self,
@@ -721,7 +713,7 @@ class BabouHook(BaseHook):
         :param timeout: seconds before ``BabouWaitTimeoutError``; a failed prompt raises
             ``BabouJobFailedError``.
         """
-        return self._run(self._prompt_wait(project_id, chapter_id, prompt_id, poll, timeout))
+        return self._run(_plans.wait_for_prompt(project_id, chapter_id, prompt_id, poll, timeout))
 
     async def await_for_prompt(
         self,
@@ -733,7 +725,7 @@ class BabouHook(BaseHook):
         timeout: float = 900,
     ) -> Chapter:
         """Async :meth:`wait_for_prompt`."""
-        return await self._arun(self._prompt_wait(project_id, chapter_id, prompt_id, poll, timeout))
+        return await self._arun(_plans.wait_for_prompt(project_id, chapter_id, prompt_id, poll, timeout))
 
     def wait_for_export(
         self, project_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 1800
@@ -745,29 +737,13 @@ class BabouHook(BaseHook):
         :param timeout: seconds before ``BabouWaitTimeoutError``; a failed export raises
             ``BabouJobFailedError``.
         """
-        return self._run(
-            _core.wait_plan(
-                lambda: _core.get_export(project_id),
-                export_state,
-                what=f"export of project {project_id}",
-                poll=poll,
-                timeout=timeout,
-            )
-        )
+        return self._run(_plans.wait_for_export(project_id, poll, timeout))
 
     async def await_for_export(
         self, project_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 1800
     ) -> Export:
         """Async :meth:`wait_for_export`."""
-        return await self._arun(
-            _core.wait_plan(
-                lambda: _core.get_export(project_id),
-                export_state,
-                what=f"export of project {project_id}",
-                poll=poll,
-                timeout=timeout,
-            )
-        )
+        return await self._arun(_plans.wait_for_export(project_id, poll, timeout))
 
     def wait_for_asset(
         self, asset_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 600
@@ -779,38 +755,22 @@ class BabouHook(BaseHook):
         :param timeout: seconds before ``BabouWaitTimeoutError``; a failed asset raises
             ``BabouJobFailedError``.
         """
-        return self._run(
-            _core.wait_plan(
-                lambda: _core.get_model(Asset, f"/assets/{_core.seg('asset_id', asset_id)}"),
-                asset_state,
-                what=f"asset {asset_id}",
-                poll=poll,
-                timeout=timeout,
-            )
-        )
+        return self._run(_plans.wait_for_asset(asset_id, poll, timeout))
 
     async def await_for_asset(
         self, asset_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 600
     ) -> Asset:
         """Async :meth:`wait_for_asset`."""
-        return await self._arun(
-            _core.wait_plan(
-                lambda: _core.get_model(Asset, f"/assets/{_core.seg('asset_id', asset_id)}"),
-                asset_state,
-                what=f"asset {asset_id}",
-                poll=poll,
-                timeout=timeout,
-            )
-        )
+        return await self._arun(_plans.wait_for_asset(asset_id, poll, timeout))
 
 
-async def _achunks(body: _core.UploadBody) -> AsyncIterator[bytes]:
+async def _achunks(body: _transfer.UploadBody) -> AsyncIterator[bytes]:
     """Async twin of :meth:`UploadBody.chunks`: file reads run in a worker thread."""
     stream = await asyncio.to_thread(body.open)
     try:
         remaining = body.size
         while remaining > 0:
-            chunk = await asyncio.to_thread(stream.read, min(_core.CHUNK_SIZE, remaining))
+            chunk = await asyncio.to_thread(stream.read, min(_transfer.CHUNK_SIZE, remaining))
             if not chunk:
                 break
             remaining -= len(chunk)

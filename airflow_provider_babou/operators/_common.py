@@ -113,9 +113,17 @@ class BabouWaitingOperatorMixin:
     :class:`PollPolicy` and the triggers' keyword arguments.
     """
 
+    deferrable: bool
     poll_interval: float
     timeout: float
     babou_conn_id: str
+
+    def set_wait_args(self, *, deferrable: bool, poll_interval: float, timeout: float) -> None:
+        """Check and store the wait arguments (in ``__init__``, so bad values fail at DAG parse time)."""
+        check_wait_args(poll_interval, timeout)
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
 
     def poll_policy(self) -> PollPolicy:
         """Return the blocking wait's cadence (the same one the triggers use)."""

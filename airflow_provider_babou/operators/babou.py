@@ -31,7 +31,6 @@ from airflow_provider_babou.operators._common import (
     BabouBaseOperator,
     BabouWaitingOperatorMixin,
     annotate,
-    check_wait_args,
     run_marker,
     try_number,
 )
@@ -394,15 +393,12 @@ class BabouSubmitPromptOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_wait_args(poll_interval, timeout)
+        self.set_wait_args(deferrable=deferrable, poll_interval=poll_interval, timeout=timeout)
         self.project_id = project_id
         self.chapter_id = chapter_id
         self.content = content
         self.force = force
         self.wait_for_completion = wait_for_completion
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
         project_id = check_id("project", self.project_id)
@@ -443,16 +439,13 @@ class BabouSubmitPromptOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                 chapter = hook.wait_for_prompt(
                     project_id, chapter_id, prompt_id, poll=self.poll_policy(), timeout=self.timeout
                 )
-                return _prompt_result(
-                    project_id, chapter_id, prompt_id, chapter.model_dump(mode="json"), reused=reused
-                )
-            chapter = hook.get_chapter(project_id, chapter_id)
-            state = prompt_state(chapter, prompt_id)
-            if not state.succeeded:
-                raise BabouJobFailedError(
-                    f"prompt {prompt_id} (chapter {chapter_id}, project {project_id}) ended {state.state!r}: "
-                    f"{state.message or 'Babou gave no reason'}"
-                )
+            else:
+                chapter = hook.get_chapter(project_id, chapter_id)
+                state = prompt_state(chapter, prompt_id)
+                if not state.succeeded:
+                    raise BabouJobFailedError(
+                        state.failure(f"prompt {prompt_id} (chapter {chapter_id}, project {project_id})")
+                    )
             return _prompt_result(
                 project_id, chapter_id, prompt_id, chapter.model_dump(mode="json"), reused=reused
             )
@@ -510,12 +503,9 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_wait_args(poll_interval, timeout)
+        self.set_wait_args(deferrable=deferrable, poll_interval=poll_interval, timeout=timeout)
         self.project_id = project_id
         self.wait_for_completion = wait_for_completion
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout
 
     def execute(self, context: Context) -> Any:
         project_id = check_id("project", self.project_id)
@@ -592,10 +582,7 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
             export = hook.wait_for_export(self.project_id, poll=self.poll_policy(), timeout=self.timeout)
         state = export_state(export)
         if not state.succeeded:
-            raise BabouJobFailedError(
-                f"export of project {self.project_id} ended {state.state!r}: "
-                f"{state.message or 'Babou gave no reason'}"
-            )
+            raise BabouJobFailedError(state.failure(f"export of project {self.project_id}"))
         return self._result(context, export.model_dump(mode="json"))
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> Any:
@@ -654,13 +641,10 @@ class BabouUploadAssetOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_wait_args(poll_interval, timeout)
+        self.set_wait_args(deferrable=deferrable, poll_interval=poll_interval, timeout=timeout)
         self.source = source
         self.content_type = content_type
         self.wait_for_ready = wait_for_ready
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
         with self.session() as hook:
@@ -817,15 +801,12 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_wait_args(poll_interval, timeout)
+        self.set_wait_args(deferrable=deferrable, poll_interval=poll_interval, timeout=timeout)
         self.project_name = project_name
         self.chapters = chapters
         self.destination = destination
         self.description = description
         self.overwrite = overwrite
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout
 
     # -- input -------------------------------------------------------------------------------
 
@@ -987,8 +968,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
             observed = prompt_state(hook.get_chapter(project_id, chapter_id), prompt_id)
             if observed.done and not observed.succeeded:
                 raise BabouJobFailedError(
-                    f"prompt {prompt_id} of chapter {entry['name']!r} ({chapter_id}) ended "
-                    f"{observed.state!r}: {observed.message or 'Babou gave no reason'}"
+                    observed.failure(f"prompt {prompt_id} of chapter {entry['name']!r} ({chapter_id})")
                 )
             if observed.done:
                 continue
@@ -1041,10 +1021,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                 self._defer(trigger, "resume_export", state)
             export = hook.wait_for_export(project_id, poll=self.poll_policy(), timeout=remaining)
         if not export.status.is_success:
-            raise BabouJobFailedError(
-                f"export of project {project_id} ended {export.status.value!r}: "
-                f"{export.error or 'Babou gave no reason'}"
-            )
+            raise BabouJobFailedError(export_state(export).failure(f"export of project {project_id}"))
         result = _download(self, context, hook, project_id, destination, overwrite=self.overwrite)
         return {
             "project_id": project_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
@@ -40,6 +40,8 @@ __all__ = ["BabouAssetSensor", "BabouExportSensor", "BabouPromptSensor"]
 class _BabouSensor(BaseSensorOperator):
     """Shared poke/defer logic; subclasses say which object to check and which trigger to defer on.
 
+    A subclass keeps the ids of its object in attributes named as its trigger's ``id_fields``.
+
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: first delay between two checks, in seconds; also the default
@@ -53,6 +55,8 @@ class _BabouSensor(BaseSensorOperator):
     """
 
     ui_color = "#f4e9ff"
+    #: The trigger that waits for the same object in deferrable mode.
+    trigger_class: ClassVar[type[BabouPollTrigger]]
 
     def __init__(
         self,
@@ -89,14 +93,14 @@ class _BabouSensor(BaseSensorOperator):
 
     def _trigger(self, end_time: float) -> BabouPollTrigger:
         """Build the trigger that waits for the same object until ``end_time``."""
-        raise NotImplementedError
-
-    def _poll_kwargs(self) -> dict[str, Any]:
-        return {
-            "poll_interval": float(self.poll_interval),
-            "max_poll_interval": float(max(self.max_poll_interval, self.poll_interval)),
-            "max_consecutive_failures": int(self.max_consecutive_failures),
-        }
+        return self.trigger_class(
+            babou_conn_id=self.babou_conn_id,
+            **{name: getattr(self, name) for name in self.trigger_class.id_fields},
+            end_time=end_time,
+            poll_interval=float(self.poll_interval),
+            max_poll_interval=float(max(self.max_poll_interval, self.poll_interval)),
+            max_consecutive_failures=int(self.max_consecutive_failures),
+        )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Check the object once: done returns its JSON, a Babou failure raises, else ``False``."""
@@ -122,9 +126,7 @@ class _BabouSensor(BaseSensorOperator):
         if state.succeeded:
             self.log.info("Babou %s is %s", self._describe(), state.state)
             return PokeReturnValue(is_done=True, xcom_value=state.payload)
-        raise BabouJobFailedError(
-            f"{self._describe()} ended {state.state!r}: {state.message or 'Babou gave no reason'}"
-        )
+        raise BabouJobFailedError(state.failure(self._describe()))
 
     def execute(self, context: Context) -> Any:
         """Poke (poke/reschedule modes), or poke once and defer on the trigger (deferrable)."""
@@ -176,6 +178,7 @@ class BabouPromptSensor(_BabouSensor):
     """
 
     template_fields: Sequence[str] = ("project_id", "chapter_id", "prompt_id")
+    trigger_class = BabouPromptTrigger
 
     def __init__(self, *, project_id: str, chapter_id: str, prompt_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -188,16 +191,6 @@ class BabouPromptSensor(_BabouSensor):
 
     def _describe(self) -> str:
         return f"prompt {self.prompt_id} (chapter {self.chapter_id}, project {self.project_id})"
-
-    def _trigger(self, end_time: float) -> BabouPollTrigger:
-        return BabouPromptTrigger(
-            babou_conn_id=self.babou_conn_id,
-            project_id=self.project_id,
-            chapter_id=self.chapter_id,
-            prompt_id=self.prompt_id,
-            end_time=end_time,
-            **self._poll_kwargs(),
-        )
 
 
 class BabouExportSensor(_BabouSensor):
@@ -212,6 +205,7 @@ class BabouExportSensor(_BabouSensor):
     """
 
     template_fields: Sequence[str] = ("project_id",)
+    trigger_class = BabouExportTrigger
 
     def __init__(self, *, project_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -222,14 +216,6 @@ class BabouExportSensor(_BabouSensor):
 
     def _describe(self) -> str:
         return f"export of project {self.project_id}"
-
-    def _trigger(self, end_time: float) -> BabouPollTrigger:
-        return BabouExportTrigger(
-            babou_conn_id=self.babou_conn_id,
-            project_id=self.project_id,
-            end_time=end_time,
-            **self._poll_kwargs(),
-        )
 
 
 class BabouAssetSensor(_BabouSensor):
@@ -244,6 +230,7 @@ class BabouAssetSensor(_BabouSensor):
     """
 
     template_fields: Sequence[str] = ("asset_id",)
+    trigger_class = BabouAssetTrigger
 
     def __init__(self, *, asset_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -254,11 +241,3 @@ class BabouAssetSensor(_BabouSensor):
 
     def _describe(self) -> str:
         return f"asset {self.asset_id}"
-
-    def _trigger(self, end_time: float) -> BabouPollTrigger:
-        return BabouAssetTrigger(
-            babou_conn_id=self.babou_conn_id,
-            asset_id=self.asset_id,
-            end_time=end_time,
-            **self._poll_kwargs(),
-        )

@@ -64,8 +64,9 @@ class BabouEventError(BabouError):
 class BabouPollTrigger(BaseTrigger):
     """Poll one Babou object with a GET until it is terminal, the deadline passes or polling breaks.
 
-    Subclasses say which GET to make (:meth:`_observe`), which ids they carry (:meth:`_ids`) and
-    how to name the object in messages (:meth:`_describe`); the loop, the poll cadence, the error
+    Subclasses say which ids they carry (:attr:`id_fields`, set as attributes before calling this
+    ``__init__``), which GET to make (:meth:`_observe`) and how to name the object in messages
+    (:meth:`_describe`); the poll kwargs, the serialisation, the loop, the poll cadence, the error
     tolerance and the event shape live here only.
 
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
@@ -79,10 +80,11 @@ class BabouPollTrigger(BaseTrigger):
 
     #: What is waited on, for logs and messages ("prompt", "export", "asset").
     kind: ClassVar[str] = "object"
+    #: The names of the id arguments, in constructor order (serialised and copied into events).
+    id_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
-        *,
         babou_conn_id: str,
         end_time: float,
         poll_interval: float = 2.0,
@@ -104,10 +106,6 @@ class BabouPollTrigger(BaseTrigger):
 
     # -- what subclasses provide -------------------------------------------------------------
 
-    def _ids(self) -> dict[str, str]:
-        """Return the ids of the waited-on object, in constructor order (also copied into events)."""
-        raise NotImplementedError
-
     def _describe(self) -> str:
         """Name the waited-on object with its ids, for messages."""
         raise NotImplementedError
@@ -117,6 +115,10 @@ class BabouPollTrigger(BaseTrigger):
         raise NotImplementedError
 
     # -- serialisation -----------------------------------------------------------------------
+
+    def _ids(self) -> dict[str, str]:
+        """Return the ids of the waited-on object, in constructor order (also copied into events)."""
+        return {name: getattr(self, name) for name in self.id_fields}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath and the exact keyword arguments of ``__init__`` (primitives only)."""
@@ -261,8 +263,7 @@ class BabouPollTrigger(BaseTrigger):
                 message += f": {observed.message}"
             status = "success"
         else:
-            reason = observed.message or "Babou gave no reason"
-            message = f"{self._describe()} ended {observed.state!r}: {reason}"
+            message = observed.failure(self._describe())
             status = "failed"
         return self._event(status, message, observed.state, elapsed, observed.payload or None)
 
@@ -278,14 +279,11 @@ class BabouPromptTrigger(BabouPollTrigger):
     :param project_id: the project holding the chapter.
     :param chapter_id: the chapter the prompt was submitted to.
     :param prompt_id: the prompt's id (``int_...``) from the submission receipt.
-    :param end_time: absolute wall-clock deadline, UNIX seconds.
-    :param poll_interval: first delay between two polls, in seconds.
-    :param poll_backoff: factor applied to the delay after each poll.
-    :param max_poll_interval: the longest delay between two polls, in seconds.
-    :param max_consecutive_failures: transient errors tolerated in a row before an ``error`` event.
+    :param end_time: and the poll arguments: as for :class:`BabouPollTrigger`.
     """
 
     kind = "prompt"
+    id_fields = ("project_id", "chapter_id", "prompt_id")
 
     def __init__(
         self,
@@ -303,16 +301,8 @@ class BabouPromptTrigger(BabouPollTrigger):
         self.chapter_id = chapter_id
         self.prompt_id = prompt_id
         super().__init__(
-            babou_conn_id=babou_conn_id,
-            end_time=end_time,
-            poll_interval=poll_interval,
-            poll_backoff=poll_backoff,
-            max_poll_interval=max_poll_interval,
-            max_consecutive_failures=max_consecutive_failures,
+            babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
         )
-
-    def _ids(self) -> dict[str, str]:
-        return {"project_id": self.project_id, "chapter_id": self.chapter_id, "prompt_id": self.prompt_id}
 
     def _describe(self) -> str:
         return f"prompt {self.prompt_id} (chapter {self.chapter_id}, project {self.project_id})"
@@ -327,14 +317,11 @@ class BabouExportTrigger(BabouPollTrigger):
 
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     :param project_id: the exported project (exports are addressed by project).
-    :param end_time: absolute wall-clock deadline, UNIX seconds.
-    :param poll_interval: first delay between two polls, in seconds.
-    :param poll_backoff: factor applied to the delay after each poll.
-    :param max_poll_interval: the longest delay between two polls, in seconds.
-    :param max_consecutive_failures: transient errors tolerated in a row before an ``error`` event.
+    :param end_time: and the poll arguments: as for :class:`BabouPollTrigger`.
     """
 
     kind = "export"
+    id_fields = ("project_id",)
 
     def __init__(
         self,
@@ -348,16 +335,8 @@ class BabouExportTrigger(BabouPollTrigger):
     ) -> None:
         self.project_id = project_id
         super().__init__(
-            babou_conn_id=babou_conn_id,
-            end_time=end_time,
-            poll_interval=poll_interval,
-            poll_backoff=poll_backoff,
-            max_poll_interval=max_poll_interval,
-            max_consecutive_failures=max_consecutive_failures,
+            babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
         )
-
-    def _ids(self) -> dict[str, str]:
-        return {"project_id": self.project_id}
 
     def _describe(self) -> str:
         return f"export of project {self.project_id}"
@@ -371,14 +350,11 @@ class BabouAssetTrigger(BabouPollTrigger):
 
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     :param asset_id: the asset's id (``ast_...``) from the upload response.
-    :param end_time: absolute wall-clock deadline, UNIX seconds.
-    :param poll_interval: first delay between two polls, in seconds.
-    :param poll_backoff: factor applied to the delay after each poll.
-    :param max_poll_interval: the longest delay between two polls, in seconds.
-    :param max_consecutive_failures: transient errors tolerated in a row before an ``error`` event.
+    :param end_time: and the poll arguments: as for :class:`BabouPollTrigger`.
     """
 
     kind = "asset"
+    id_fields = ("asset_id",)
 
     def __init__(
         self,
@@ -392,16 +368,8 @@ class BabouAssetTrigger(BabouPollTrigger):
     ) -> None:
         self.asset_id = asset_id
         super().__init__(
-            babou_conn_id=babou_conn_id,
-            end_time=end_time,
-            poll_interval=poll_interval,
-            poll_backoff=poll_backoff,
-            max_poll_interval=max_poll_interval,
-            max_consecutive_failures=max_consecutive_failures,
+            babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
         )
-
-    def _ids(self) -> dict[str, str]:
-        return {"asset_id": self.asset_id}
 
     def _describe(self) -> str:
         return f"asset {self.asset_id}"

@@ -17,11 +17,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess, create_app
-from airflow_provider_babou.emulator.routes_api import SUPPORTED_TYPES
+from airflow_provider_babou.limits import SUPPORTED_CONTENT_TYPES
 from tests.keys import ALICE
 
 
-@schemathesis.serializer(*(t for t in SUPPORTED_TYPES if not t.startswith("image/")))
+@schemathesis.serializer(*(t for t in SUPPORTED_CONTENT_TYPES if not t.startswith("image/")))
 def _raw_file(ctx: object, value: object) -> bytes:
     """Upload bodies are raw file bytes (schemathesis knows image types already)."""
     return value if isinstance(value, bytes) else str(value).encode()

@@ -18,7 +18,7 @@ from airflow_provider_babou.exceptions import (
     BabouDownloadExpiredError,
     BabouInputError,
 )
-from airflow_provider_babou.hooks import _core
+from airflow_provider_babou.hooks import _config, _errors, _transfer
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import ExportStatus
 from tests.hooks.conftest import FAST_POLL, Api, key_stats, route_count
@@ -44,7 +44,7 @@ DOWNLOAD = "GET /downloads/{export_id}.mp4"
     ],
 )
 def test_base_url_forms(host, port, schema, expected) -> None:
-    assert _core.build_base_url(host, port, schema) == expected
+    assert _config.build_base_url(host, port, schema) == expected
 
 
 def test_plain_http_refused_off_loopback(babou_conn) -> None:
@@ -236,7 +236,7 @@ def test_upload_is_streamed(api: Api, tmp_path: Path) -> None:
     reader.close()
     assert asset.size == big.stat().st_size
     assert asset.content_type == "video/mp4"
-    assert 0 < reader.largest <= _core.CHUNK_SIZE
+    assert 0 < reader.largest <= _transfer.CHUNK_SIZE
 
 
 def test_upload_object_storage_paths(api: Api, tmp_path: Path, memory_store) -> None:
@@ -433,10 +433,10 @@ def test_http_date_retry_after() -> None:
 
     _mock_conn_hook(handler, max_backoff=60).list_projects()
     assert 0.9 <= calls[1] - calls[0] <= 3.5
-    parsed = _core.parse_retry_after(email.utils.formatdate(time.time() + 2, usegmt=True))
+    parsed = _errors.parse_retry_after(email.utils.formatdate(time.time() + 2, usegmt=True))
     assert parsed is not None
     assert 1.0 <= parsed <= 2.1
-    assert _core.parse_retry_after("garbage") is None
+    assert _errors.parse_retry_after("garbage") is None
 
 
 def test_cdn_download_gets_no_authorization(tmp_path: Path) -> None:
@@ -462,10 +462,10 @@ def test_cdn_download_gets_no_authorization(tmp_path: Path) -> None:
 def test_non_json_error_mapping() -> None:
     request = httpx.Request("POST", "https://api.babou.test/api/v1/assets?x=1")
     page = "<html><head><title>502</title></head><body><h1>Bad   Gateway</h1></body></html>"
-    err = _core.error_for_response(httpx.Response(502, text=page, request=request), "POST")
+    err = _errors.error_for_response(httpx.Response(502, text=page, request=request), "POST")
     assert err.message == "502 Bad Gateway (non-JSON body: 502 Bad Gateway)"
     assert (err.method, err.path) == ("POST", "/api/v1/assets")
-    big = _core.error_for_response(
+    big = _errors.error_for_response(
         httpx.Response(413, json={"error": "File too large", "code": "FILE_TOO_LARGE"}, request=request),
         "POST",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,19 +72,8 @@ class Env:
 
 
 @pytest.fixture
-def env(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+def env(babou_conn: str, emulator: EmulatorControl) -> Iterator[Env]:
     """Point ``babou_default`` at the reset emulator as ALICE; yield the setup helpers."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BABOU_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "babou",
-                "host": emulator.api_url,
-                "password": ALICE,
-                "extra": {"dashboard_url_template": "https://app.babou.test/projects/{project_id}"},
-            }
-        ),
-    )
-    hook = BabouHook()
+    hook = BabouHook(babou_conn)
     yield Env(emulator, hook)
     hook.close()

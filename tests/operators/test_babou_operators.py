@@ -177,6 +177,20 @@ class TestCreateChapter:
 # ----------------------------------------------------------------------------- submit prompt
 
 
+def _waiting_submit(
+    project_id: str, chapter_id: str, content: str, **kwargs: Any
+) -> BabouSubmitPromptOperator:
+    """A prompt submission that waits for completion (``deferrable`` and the poll arguments in ``kwargs``)."""
+    return BabouSubmitPromptOperator(
+        task_id="s",
+        project_id=project_id,
+        chapter_id=chapter_id,
+        content=content,
+        wait_for_completion=True,
+        **kwargs,
+    )
+
+
 class TestSubmitPrompt:
     def test_submit_without_waiting_then_retry_attaches(self, env: Env) -> None:
         project_id, chapter_id = env.project_with_prompt(wait=True)
@@ -196,15 +210,7 @@ class TestSubmitPrompt:
 
     def test_wait_blocking_and_retry_after_completion(self, env: Env) -> None:
         project_id, chapter_id = env.project_with_prompt(wait=True)
-        op = BabouSubmitPromptOperator(
-            task_id="s",
-            project_id=project_id,
-            chapter_id=chapter_id,
-            content="Waves",
-            wait_for_completion=True,
-            deferrable=False,
-            **FAST,
-        )
+        op = _waiting_submit(project_id, chapter_id, "Waves", deferrable=False, **FAST)
         result = op.execute(make_context())
         assert result["status"] == "completed"
         assert result["result"]
@@ -216,15 +222,7 @@ class TestSubmitPrompt:
 
     def test_failed_prompt_fails_then_retry_resubmits(self, env: Env) -> None:
         project_id, chapter_id = env.project_with_prompt(wait=True)
-        op = BabouSubmitPromptOperator(
-            task_id="s",
-            project_id=project_id,
-            chapter_id=chapter_id,
-            content="Break [[emulator:fail]]",
-            wait_for_completion=True,
-            deferrable=False,
-            **FAST,
-        )
+        op = _waiting_submit(project_id, chapter_id, "Break [[emulator:fail]]", deferrable=False, **FAST)
         with pytest.raises(BabouJobFailedError):
             op.execute(make_context())
         with pytest.raises(BabouJobFailedError):
@@ -246,15 +244,7 @@ class TestSubmitPrompt:
 
     def test_deferrable_defers_with_ids_pushed_first(self, env: Env) -> None:
         project_id, chapter_id = env.project_with_prompt(wait=True)
-        op = BabouSubmitPromptOperator(
-            task_id="s",
-            project_id=project_id,
-            chapter_id=chapter_id,
-            content="Waves",
-            wait_for_completion=True,
-            deferrable=True,
-            **FAST,
-        )
+        op = _waiting_submit(project_id, chapter_id, "Waves", deferrable=True, **FAST)
         context = make_context()
         before = time.time()
         deferral = deferred(op, context)
@@ -276,15 +266,7 @@ class TestSubmitPrompt:
 
     def test_deferrable_failed_prompt_event_raises(self, env: Env) -> None:
         project_id, chapter_id = env.project_with_prompt(wait=True)
-        op = BabouSubmitPromptOperator(
-            task_id="s",
-            project_id=project_id,
-            chapter_id=chapter_id,
-            content="[[emulator:fail]]",
-            wait_for_completion=True,
-            deferrable=True,
-            **FAST,
-        )
+        op = _waiting_submit(project_id, chapter_id, "[[emulator:fail]]", deferrable=True, **FAST)
         deferral = deferred(op, make_context())
         event = drive(deferral.trigger)
         assert event["status"] == "failed"
@@ -294,16 +276,7 @@ class TestSubmitPrompt:
     def test_deferrable_timeout_names_what_is_pending(self, env: Env) -> None:
         project_id, chapter_id = env.project_with_prompt(wait=True)
         env.emulator.configure(prompt_seconds=30)
-        op = BabouSubmitPromptOperator(
-            task_id="s",
-            project_id=project_id,
-            chapter_id=chapter_id,
-            content="Slow",
-            wait_for_completion=True,
-            deferrable=True,
-            poll_interval=0.05,
-            timeout=0.3,
-        )
+        op = _waiting_submit(project_id, chapter_id, "Slow", deferrable=True, poll_interval=0.05, timeout=0.3)
         deferral = deferred(op, make_context())
         event = drive(deferral.trigger)
         assert event["status"] == "timeout"

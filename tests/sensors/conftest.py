@@ -7,13 +7,12 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl
-from tests.triggers.babou_objects import Babou, use_connection
+from tests.triggers.babou_objects import Babou
 
 
 @pytest.fixture
-def babou(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> Iterator[Babou]:
+def babou(babou_conn: str, emulator: EmulatorControl) -> Iterator[Babou]:
     """``babou_default`` points at the reset emulator as ALICE; yields a setup client."""
-    use_connection(monkeypatch, emulator.api_url)
     client = Babou(emulator.api_url)
     yield client
     client.close()

@@ -199,15 +199,22 @@ async def test_bad_key_is_an_error_without_the_key(
     assert EXPIRED not in json.dumps(event)
 
 
+async def wait_for_asset_through_500s(
+    babou: Babou, emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch, count: int
+) -> dict[str, Any]:
+    """Wait for a new asset (2 failures tolerated, no hook retries) while its GETs fail ``count`` times."""
+    asset_id = babou.asset()
+    use_connection(monkeypatch, emulator.api_url, max_retries=0)
+    emulator.inject_fault("500", method="GET", path="/assets/", count=count)
+    return await only_event(
+        BabouAssetTrigger("babou_default", asset_id, deadline(), max_consecutive_failures=2, **FAST)
+    )
+
+
 async def test_too_many_transient_errors_in_a_row(
     babou: Babou, emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asset_id = babou.asset()
-    use_connection(monkeypatch, emulator.api_url, max_retries=0)
-    emulator.inject_fault("500", method="GET", path="/assets/", count=100)
-    event = await only_event(
-        BabouAssetTrigger("babou_default", asset_id, deadline(), max_consecutive_failures=2, **FAST)
-    )
+    event = await wait_for_asset_through_500s(babou, emulator, monkeypatch, count=100)
     assert event["status"] == "error", event
     assert event["error_type"] == BabouServerError.__name__
     assert "3 failed polls in a row" in event["message"]
@@ -216,12 +223,7 @@ async def test_too_many_transient_errors_in_a_row(
 async def test_a_few_transient_errors_are_tolerated(
     babou: Babou, emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asset_id = babou.asset()
-    use_connection(monkeypatch, emulator.api_url, max_retries=0)
-    emulator.inject_fault("500", method="GET", path="/assets/", count=2)
-    event = await only_event(
-        BabouAssetTrigger("babou_default", asset_id, deadline(), max_consecutive_failures=2, **FAST)
-    )
+    event = await wait_for_asset_through_500s(babou, emulator, monkeypatch, count=2)
     assert event["status"] == "success", event
 
 

@@ -1,0 +1,175 @@
+"""A Babou connection resolved into a :class:`ClientConfig`, and the auth that guards the key.
+
+The base URL comes from the connection's host/port/schema (HTTPS everywhere but loopback), the key
+from its password (or ``BABOU_API_KEY``), the numbers from its extras overridden by hook arguments.
+:class:`BearerAuth` adds the key only to requests for the API's own origin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from airflow_provider_babou.exceptions import BabouInputError
+from airflow_provider_babou.get_provider_info import DEFAULT_BASE_URL
+from airflow_provider_babou.validation import check_api_key
+
+API_KEY_ENV = "BABOU_API_KEY"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_MAX_BACKOFF = 60.0
+DEFAULT_RETRY_DEADLINE = 300.0
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything a hook needs from its connection, resolved and checked once.
+
+    ``api_key`` is excluded from ``repr`` so it cannot leak through logs or tracebacks.
+    """
+
+    base_url: str
+    api_key: str = field(repr=False)
+    timeout: float
+    max_retries: int
+    max_backoff: float
+    retry_deadline: float
+    dashboard_url_template: str | None
+
+    @property
+    def api_origin(self) -> tuple[str, str, int | None]:
+        """Scheme, host and port of the API: the only origin that may receive the key."""
+        return _origin(httpx.URL(self.base_url))
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default_port = {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host.lower(), url.port or default_port)
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether ``host`` is this machine (127.0.0.0/8, ::1, localhost): plain HTTP is allowed there."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_base_url(host: str | None, port: int | None, schema: str | None) -> str:
+    """Turn a connection's host/port/schema into the API base URL, enforcing HTTPS off loopback.
+
+    ``host`` may hold a full URL (``http://127.0.0.1:8711/api/v1``) or just a host name, with the
+    port and path in the URI-form ``port`` and ``schema`` fields. A bare host gets ``https``
+    (``http`` on loopback, where the emulator runs) and the path ``/api/v1``.
+    """
+    raw = (host or "").strip()
+    if not raw:
+        return DEFAULT_BASE_URL
+    if "://" in raw:
+        parts = urlsplit(raw)
+        scheme, hostname, path = parts.scheme.lower(), parts.hostname or "", parts.path
+        url_port = parts.port
+    else:
+        hostname, _, path = raw.partition("/")
+        path = "/" + path if path else ""
+        hostname, url_port = _split_host_port(hostname)
+        scheme = "http" if is_loopback(hostname) else "https"
+    if not hostname:
+        raise BabouInputError(f"the connection's Base URL {raw!r} has no host name")
+    if scheme not in ("http", "https"):
+        raise BabouInputError(f"the connection's Base URL must use https (got scheme {scheme!r})")
+    if scheme == "http" and not is_loopback(hostname):
+        raise BabouInputError(
+            f"refusing plain http for {hostname}: the API key would travel unencrypted",
+            hint="use an https:// Base URL (http is allowed only for 127.0.0.1, ::1 and localhost)",
+        )
+    port = url_port or port
+    if not path.strip("/") and schema and schema.strip("/"):
+        path = "/" + schema.strip("/")
+    if not path.strip("/"):
+        path = urlsplit(DEFAULT_BASE_URL).path
+    netloc = f"[{hostname}]" if ":" in hostname else hostname
+    if port:
+        netloc += f":{port}"
+    return urlunsplit((scheme, netloc, path.rstrip("/"), "", ""))
+
+
+def _split_host_port(hostport: str) -> tuple[str, int | None]:
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:] else None
+    if hostport.count(":") == 1:
+        host, _, port = hostport.partition(":")
+        return host, int(port) if port else None
+    return hostport, None
+
+
+def _number(extras: dict[str, Any], name: str, override: Any, default: float, cast: type) -> Any:
+    value = override if override is not None else extras.get(name)
+    if value is None or value == "":
+        return cast(default)
+    try:
+        number = cast(value)
+    except (TypeError, ValueError):
+        raise BabouInputError(f"connection extra {name!r} must be a number, got {value!r}") from None
+    if number < 0:
+        raise BabouInputError(f"connection extra {name!r} must not be negative, got {value!r}")
+    return number
+
+
+def resolve_config(
+    conn: Any,
+    *,
+    conn_id: str,
+    timeout: float | None,
+    max_retries: int | None,
+    max_backoff: float | None,
+    retry_deadline: float | None,
+) -> ClientConfig:
+    """Build a :class:`ClientConfig` from an Airflow connection; hook arguments override extras.
+
+    The key is the connection's password; only when it has none is ``BABOU_API_KEY`` read.
+    """
+    extras = dict(getattr(conn, "extra_dejson", None) or {})
+    key = (conn.password or "").strip() or os.environ.get(API_KEY_ENV, "").strip()
+    check_api_key(key, conn_id=conn_id)
+    template = extras.get("dashboard_url_template") or None
+    return ClientConfig(
+        base_url=build_base_url(conn.host, conn.port, conn.schema),
+        api_key=key,
+        timeout=float(_number(extras, "timeout", timeout, DEFAULT_TIMEOUT, float)) or DEFAULT_TIMEOUT,
+        max_retries=int(_number(extras, "max_retries", max_retries, DEFAULT_MAX_RETRIES, int)),
+        max_backoff=float(_number(extras, "max_backoff", max_backoff, DEFAULT_MAX_BACKOFF, float)),
+        retry_deadline=float(
+            _number(extras, "retry_deadline", retry_deadline, DEFAULT_RETRY_DEADLINE, float)
+        ),
+        dashboard_url_template=template,
+    )
+
+
+class BearerAuth(httpx.Auth):
+    """Add the key to requests for the API's origin only (a CDN download URL never receives it).
+
+    An auth *flow* rather than a client default header, so the check runs on every request.
+    """
+
+    def __init__(self, api_key: str, origin: tuple[str, str, int | None]) -> None:
+        self._api_key = api_key
+        self._origin = origin
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if _origin(request.url) == self._origin:
+            request.headers["Authorization"] = f"Bearer {self._api_key}"
+        yield request
