@@ -32,7 +32,10 @@ def main() -> int:
         os.environ["AIRFLOW_CONN_BABOU_DEFAULT"] = json.dumps(
             {"conn_type": "babou", "host": emulator.api_url, "password": DEMO_API_KEY}
         )
-        from airflow.dag_processing.dagbag import DagBag
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow 3.1
+            from airflow.models.dagbag import DagBag  # type: ignore[no-redef,unused-ignore]
 
         dag = DagBag(str(ROOT / "example_dags")).get_dag("babou_video_pipeline")
         if dag is None:

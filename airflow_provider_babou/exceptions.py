@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-try:  # Airflow >= 3.1 exposes the task-SDK exception; keep the core import as a fallback.
-    from airflow.sdk.exceptions import AirflowException
-except ImportError:  # pragma: no cover - exercised only on older layouts
-    from airflow.exceptions import AirflowException
+from airflow_provider_babou._compat import AirflowException
 
 
 class BabouError(AirflowException):

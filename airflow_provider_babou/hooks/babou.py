@@ -22,6 +22,7 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_provider_babou import __version__
+from airflow_provider_babou._compat import AirflowNotFoundException, mask_secret
 from airflow_provider_babou.exceptions import BabouError, BabouInputError
 from airflow_provider_babou.hooks import (
     _config,
@@ -47,11 +48,6 @@ from airflow_provider_babou.models import (
     PromptReceipt,
 )
 from airflow_provider_babou.polling import PollPolicy
-
-try:
-    from airflow.sdk.log import mask_secret
-except ImportError:  # pragma: no cover - older task SDKs keep it in the execution-time module
-    from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
 
 T = TypeVar("T")
 
@@ -146,8 +142,6 @@ class BabouHook(BaseHook):
     def config(self) -> ClientConfig:
         """The resolved connection (sync lookup; async code uses :meth:`aconfig`)."""
         if self._config_cache is None:
-            from airflow.sdk.exceptions import AirflowNotFoundException
-
             try:
                 conn = self.get_connection(self.babou_conn_id)
             except AirflowNotFoundException as exc:
@@ -158,8 +152,6 @@ class BabouHook(BaseHook):
     async def aconfig(self) -> ClientConfig:
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""
         if self._config_cache is None:
-            from airflow.sdk.exceptions import AirflowNotFoundException
-
             try:
                 conn = await self.aget_connection(self.babou_conn_id)
             except AirflowNotFoundException as exc:

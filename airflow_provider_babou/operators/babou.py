@@ -15,8 +15,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.sdk import Asset, BaseOperator, ObjectStoragePath, conf
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from airflow_provider_babou._compat import HAS_RESUMABLE_JOB_MIXIN, ResumableJobMixin, conf
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
@@ -49,21 +50,6 @@ from airflow_provider_babou.validation import (
     check_name,
     check_prompt,
 )
-
-try:  # Airflow >= 3.3: reconnect to an in-flight job on retry through the task state store.
-    from airflow.sdk import ResumableJobMixin
-
-    HAS_RESUMABLE_JOB_MIXIN = True
-except ImportError:  # pragma: no cover - older Airflow: the try-number fallback below is used instead
-
-    class ResumableJobMixin:  # type: ignore[no-redef]
-        """Stand-in on Airflow < 3.3: accepts ``durable`` so DAGs stay portable; never used to resume."""
-
-        def __init__(self, *, durable: bool = True, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.durable = durable
-
-    HAS_RESUMABLE_JOB_MIXIN = False
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

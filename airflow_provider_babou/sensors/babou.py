@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_babou._compat import AirflowSensorTimeout, conf
 from airflow_provider_babou.exceptions import BabouJobFailedError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import WaitState, asset_state, export_state, prompt_state
@@ -25,11 +26,6 @@ from airflow_provider_babou.triggers.babou import (
     BabouPromptTrigger,
     raise_for_event,
 )
-
-try:  # Airflow 3 task SDK; older layouts only have the core exception.
-    from airflow.sdk.exceptions import AirflowSensorTimeout
-except ImportError:  # pragma: no cover - exercised only on older layouts
-    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

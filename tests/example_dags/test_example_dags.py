@@ -25,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db: None) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.compat import DagBag
 
     bag = DagBag(str(REPO / "example_dags"))
     assert bag.import_errors == {}, bag.import_errors

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from airflow.sdk import Asset
-from airflow.sdk.exceptions import TaskDeferred
 
+from airflow_provider_babou._compat import TaskDeferred
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,

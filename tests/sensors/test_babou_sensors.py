@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
+from airflow_provider_babou._compat import AirflowSensorTimeout, TaskDeferred
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.exceptions import (
     BabouError,

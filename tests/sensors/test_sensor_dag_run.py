@@ -67,7 +67,8 @@ def test_deferrable_sensors_in_a_dag_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from airflow import settings
-    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.compat import DagBag
 
     project_id = babou.project()
     chapter_id = babou.chapter(project_id)

@@ -80,7 +80,7 @@ def test_serialize_round_trip(trigger: BabouPollTrigger) -> None:
 
 
 def test_serialize_survives_airflow_serde() -> None:
-    from airflow.sdk.serde import deserialize, serialize
+    from tests.compat import deserialize, serialize
 
     for trigger in ALL_TRIGGERS:
         _classpath, kwargs = trigger.serialize()
