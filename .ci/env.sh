@@ -13,8 +13,9 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     uv venv --quiet --python "${BABOU_PYTHON:-python3}" "$VENV"
 fi
-# BABOU_PIN adds requirements, e.g. "apache-airflow==3.1.0" for the floor job in .ci/test.
+# BABOU_PIN adds requirements and BABOU_UV_ARGS resolver options; the floor job in .ci/test uses
+# them to install Airflow 3.1.0 with the dependency versions that were current when it came out.
 # shellcheck disable=SC2086
-VIRTUAL_ENV="$VENV" uv pip install --quiet -e "$ROOT[${BABOU_EXTRAS:-dev}]" ${BABOU_PIN:-}
+VIRTUAL_ENV="$VENV" uv pip install --quiet ${BABOU_UV_ARGS:-} -e "$ROOT[${BABOU_EXTRAS:-dev}]" ${BABOU_PIN:-}
 export PATH="$VENV/bin:$PATH"
 export VIRTUAL_ENV="$VENV"
