@@ -7,6 +7,7 @@ from typing import Any
 from airflow_provider_babou import __version__
 
 DEFAULT_BASE_URL = "https://api.babou.ai/api/v1"
+DEFAULT_DASHBOARD_URL_TEMPLATE = "https://app.babou.ai/projects/{project_id}"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -64,7 +65,7 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Link to a project in the Babou dashboard; {project_id} is replaced.",
                         "schema": {
                             "type": ["string", "null"],
-                            "default": "https://app.babou.ai/projects/{project_id}",
+                            "default": DEFAULT_DASHBOARD_URL_TEMPLATE,
                         },
                     },
                 },

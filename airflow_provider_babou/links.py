@@ -32,14 +32,15 @@ class _BabouXComLink(BaseOperatorLink):
 
     @classmethod
     def persist(cls, context: Context, url: str | None) -> None:
-        """Store ``url`` as this link's target for the running task instance; ``None`` stores nothing.
+        """Store ``url`` as this link's target for the running task instance.
+
+        ``None`` stores ``""``: the worker reads every link when the task finishes or defers, and a
+        missing XCom would log an error there for a link that simply does not apply (yet).
 
         :param context: the task's execution context.
         :param url: the link's target, or ``None`` when it is not known (yet).
         """
-        if not url:
-            return
-        context["ti"].xcom_push(key=cls.key, value=url)
+        context["ti"].xcom_push(key=cls.key, value=url or "")
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         """Return the stored URL for this task instance, or ``""`` when none was stored.

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from airflow_provider_babou.exceptions import BabouInputError
-from airflow_provider_babou.get_provider_info import DEFAULT_BASE_URL
+from airflow_provider_babou.get_provider_info import DEFAULT_BASE_URL, DEFAULT_DASHBOARD_URL_TEMPLATE
 from airflow_provider_babou.validation import check_api_key
 
 API_KEY_ENV = "BABOU_API_KEY"
@@ -142,9 +142,12 @@ def resolve_config(
     extras = dict(getattr(conn, "extra_dejson", None) or {})
     key = (conn.password or "").strip() or os.environ.get(API_KEY_ENV, "").strip()
     check_api_key(key, conn_id=conn_id)
-    template = extras.get("dashboard_url_template") or None
+    base_url = build_base_url(conn.host, conn.port, conn.schema)
+    # Babou's own dashboard only knows projects of Babou's own API (not the emulator's).
+    default_template = DEFAULT_DASHBOARD_URL_TEMPLATE if base_url == DEFAULT_BASE_URL else None
+    template = extras.get("dashboard_url_template") or default_template
     return ClientConfig(
-        base_url=build_base_url(conn.host, conn.port, conn.schema),
+        base_url=base_url,
         api_key=key,
         timeout=float(_number(extras, "timeout", timeout, DEFAULT_TIMEOUT, float)) or DEFAULT_TIMEOUT,
         max_retries=int(_number(extras, "max_retries", max_retries, DEFAULT_MAX_RETRIES, int)),

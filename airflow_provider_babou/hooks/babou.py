@@ -22,7 +22,12 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_provider_babou import __version__
-from airflow_provider_babou._compat import AirflowNotFoundException, mask_secret
+from airflow_provider_babou._compat import (
+    AirflowNotFoundException,
+    aget_connection,
+    get_connection,
+    mask_secret,
+)
 from airflow_provider_babou.exceptions import BabouError, BabouInputError
 from airflow_provider_babou.hooks import (
     _config,
@@ -143,7 +148,8 @@ class BabouHook(BaseHook):
         """The resolved connection (sync lookup; async code uses :meth:`aconfig`)."""
         if self._config_cache is None:
             try:
-                conn = self.get_connection(self.babou_conn_id)
+                # Through _compat: a missing connection is AirflowNotFoundException on 3.1 too.
+                conn = get_connection(self, self.babou_conn_id)
             except AirflowNotFoundException as exc:
                 raise self._not_found(exc) from None
             self._config_cache = self._make_config(conn)
@@ -153,7 +159,10 @@ class BabouHook(BaseHook):
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""
         if self._config_cache is None:
             try:
-                conn = await self.aget_connection(self.babou_conn_id)
+                # Through _compat: on Airflow 3.1 ``aget_connection`` only works under a
+                # supervisor (task runner, triggerer); elsewhere it falls back to a sync lookup
+                # in a worker thread.
+                conn = await aget_connection(self, self.babou_conn_id)
             except AirflowNotFoundException as exc:
                 raise self._not_found(exc) from None
             self._config_cache = self._make_config(conn)

@@ -25,10 +25,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db: None) -> Any:
-    from tests.compat import DagBag
+    from tests.compat import DagBag, sync_for_dag_test
 
     bag = DagBag(str(REPO / "example_dags"))
     assert bag.import_errors == {}, bag.import_errors
+    sync_for_dag_test(bag)  # Airflow 3.1's dag.test() needs the DAGs serialised in the DB
     return bag
 
 

@@ -68,7 +68,7 @@ def test_deferrable_sensors_in_a_dag_run(
 ) -> None:
     from airflow import settings
 
-    from tests.compat import DagBag
+    from tests.compat import DagBag, sync_for_dag_test
 
     project_id = babou.project()
     chapter_id = babou.chapter(project_id)
@@ -93,6 +93,7 @@ def test_deferrable_sensors_in_a_dag_run(
     monkeypatch.setattr(settings, "DAGS_FOLDER", str(tmp_path))
     bag = DagBag(str(tmp_path))
     assert bag.import_errors == {}, bag.import_errors
+    sync_for_dag_test(bag)  # Airflow 3.1's dag.test() needs the DAG serialised in the DB
     dag = bag.get_dag("babou_sensor_test")
     dag_run = dag.test()
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
