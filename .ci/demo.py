@@ -34,12 +34,25 @@ def main() -> int:
         )
         try:
             from airflow.dag_processing.dagbag import DagBag
-        except ImportError:  # Airflow 3.1
-            from airflow.models.dagbag import DagBag  # type: ignore[no-redef,unused-ignore]
 
-        dag = DagBag(str(ROOT / "example_dags")).get_dag("babou_video_pipeline")
+            sync_bag_to_db = None  # dag.test() writes the DAG to the metadata DB itself
+        except ImportError:  # Airflow 3.1
+            from airflow.models.dagbag import (  # type: ignore[no-redef,unused-ignore]
+                DagBag,
+                sync_bag_to_db,
+            )
+
+        bag = DagBag(str(ROOT / "example_dags"))
+        dag = bag.get_dag("babou_video_pipeline")
         if dag is None:
             raise SystemExit("babou_video_pipeline did not load from example_dags/")
+        if sync_bag_to_db is not None:
+            # Airflow 3.1's dag.test() needs the DAG serialised in the DB first (as `airflow dags
+            # test` does it): "Cannot create DagRun ... because the dag is not serialized".
+            from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+            DagBundlesManager().sync_bundles_to_db()
+            sync_bag_to_db(bag, "dags-folder", None)
         run_started = time.monotonic()
         dag_run = dag.test()
         run_seconds = time.monotonic() - run_started

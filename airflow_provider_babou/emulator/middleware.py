@@ -64,6 +64,14 @@ def silence_drop_tracebacks() -> None:
     logging.getLogger("uvicorn.error").addFilter(_DropFilter())
 
 
+async def _drain(receive: Receive) -> None:
+    """Receive the request body to its end (or until the client disconnects)."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
 def _json_head(status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> Message:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     return {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
@@ -110,7 +118,7 @@ class EmulatorMiddleware:
                 state.stats.response(key, message["status"])
             await send(message)
 
-        if decision is not None and await self._immediate(decision, counted_send):
+        if decision is not None and await self._immediate(decision, receive, counted_send):
             return
         if key is not None and path.startswith("/api/v1"):
             retry = state.limiter.take(key)
@@ -137,7 +145,7 @@ class EmulatorMiddleware:
         await send(_json_head(429, body, [(b"retry-after", str(int(retry_after)).encode())]))
         await send({"type": "http.response.body", "body": body})
 
-    async def _immediate(self, decision: Decision, send: Send) -> bool:
+    async def _immediate(self, decision: Decision, receive: Receive, send: Send) -> bool:
         """Answer faults that never reach the route; True when the request is done."""
         fault = decision.fault
         if fault == "500":
@@ -170,6 +178,12 @@ class EmulatorMiddleware:
             await self._send_429(send, decision.seconds if decision.seconds is not None else 1)
             return True
         if fault == "drop_before":
+            # Read the request to its end first: closing a socket with request bytes still unread
+            # makes the kernel send a reset instead of a FIN, and the client then sees
+            # "connection reset" (and loses the partial response) rather than a response cut
+            # short. Whether the body had been read yet was a race (an older uvicorn lost it
+            # more often); the route still never runs.
+            await _drain(receive)
             body = b'{"id": "prj_truncated", "name": "this response was cut off by the emulator"}'
             await send(_json_head(200, body))
             await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})

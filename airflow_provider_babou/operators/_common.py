@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_babou._compat import RetryAwareResumeMixin
 from airflow_provider_babou.exceptions import BabouError, BabouInputError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.links import BabouProjectLink
@@ -64,7 +65,7 @@ def annotate(err: BabouError, note: str) -> BabouError:
     return err
 
 
-class BabouBaseOperator(BaseOperator):
+class BabouBaseOperator(RetryAwareResumeMixin, BaseOperator):
     """Base of the Babou operators: the connection id and one hook per ``execute``.
 
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.

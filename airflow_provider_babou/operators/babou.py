@@ -410,6 +410,7 @@ class BabouSubmitPromptOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                 }
             # A fresh (or attached) prompt is processing: wait without a first GET.
             if not status.is_terminal and self.deferrable:
+                self.record_deferring_try(context)
                 self.defer(
                     trigger=BabouPromptTrigger(
                         project_id=project_id,
@@ -560,6 +561,7 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
             return self._result(context, export.model_dump(mode="json"))
         if not export.status.is_terminal:
             if self.deferrable:
+                self.record_deferring_try(context)
                 self.defer(
                     trigger=BabouExportTrigger(project_id=self.project_id, **self.trigger_kwargs()),
                     method_name="execute_complete",
@@ -639,6 +641,7 @@ class BabouUploadAssetOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
             self.push(context, asset_id=asset.id)
             if self.wait_for_ready and not asset.state.is_terminal:
                 if self.deferrable:
+                    self.record_deferring_try(context)
                     self.defer(
                         trigger=BabouAssetTrigger(asset_id=asset.id, **self.trigger_kwargs()),
                         method_name="execute_complete",
@@ -941,8 +944,9 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
             raise BabouWaitTimeoutError(f"timed out after {self.timeout} s with {pending} still pending")
         return remaining
 
-    def _defer(self, trigger: Any, method_name: str, state: dict[str, Any]) -> None:
+    def _defer(self, context: Context, trigger: Any, method_name: str, state: dict[str, Any]) -> None:
         # The stage is the method name, so resuming works even when the kwargs are lost.
+        self.record_deferring_try(context)
         self.defer(trigger=trigger, method_name=method_name, kwargs={"state": state}, timeout=None)
 
     def _wait_prompts(
@@ -967,7 +971,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                     prompt_id=prompt_id,
                     **self.trigger_kwargs(float(state["deadline"])),
                 )
-                self._defer(trigger, "resume_prompts", state)
+                self._defer(context, trigger, "resume_prompts", state)
             hook.wait_for_prompt(
                 project_id, chapter_id, prompt_id, poll=self.poll_policy(), timeout=remaining
             )
@@ -1004,7 +1008,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                 trigger = BabouExportTrigger(
                     project_id=project_id, **self.trigger_kwargs(float(state["deadline"]))
                 )
-                self._defer(trigger, "resume_export", state)
+                self._defer(context, trigger, "resume_export", state)
             export = hook.wait_for_export(project_id, poll=self.poll_policy(), timeout=remaining)
         if not export.status.is_success:
             raise BabouJobFailedError(export_state(export).failure(f"export of project {project_id}"))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_babou._compat import AirflowSensorTimeout, conf
+from airflow_provider_babou._compat import AirflowSensorTimeout, RetryAwareResumeMixin, conf
 from airflow_provider_babou.exceptions import BabouJobFailedError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import WaitState, asset_state, export_state, prompt_state
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["BabouAssetSensor", "BabouExportSensor", "BabouPromptSensor"]
 
 
-class _BabouSensor(BaseSensorOperator):
+class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
     """Shared poke/defer logic; subclasses say which object to check and which trigger to defer on.
 
     A subclass keeps the ids of its object in attributes named as its trigger's ``id_fields``.
@@ -132,6 +132,7 @@ class _BabouSensor(BaseSensorOperator):
             outcome = self.poke(context)
             if isinstance(outcome, PokeReturnValue):
                 return outcome.xcom_value
+            self.record_deferring_try(context)
             self.defer(
                 # The deadline lives in the trigger as wall-clock time: a framework timeout would
                 # skip execute_complete and lose the "what was pending" message.

@@ -32,6 +32,10 @@ class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
 
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        assert task_ids == self.task_id
+        return self.xcoms.get(key)
+
 
 class FakeTaskStateStore(dict[str, Any]):
     """``context["task_state_store"]`` as ResumableJobMixin uses it (kept across tries, like Airflow's)."""
