@@ -8,9 +8,15 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 
 try:  # Airflow >= 3.2: the task SDK owns these.
-    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSensorTimeout, TaskDeferred
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowNotFoundException,
+        AirflowSensorTimeout,
+        TaskDeferred,
+    )
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
+        AirflowFailException,
         AirflowNotFoundException,
         AirflowSensorTimeout,
         TaskDeferred,
@@ -139,6 +145,7 @@ __all__ = [
     "DEFERRED_TRY_XCOM_KEY",
     "HAS_RESUMABLE_JOB_MIXIN",
     "AirflowException",
+    "AirflowFailException",
     "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "ResumableJobMixin",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_babou._compat import AirflowException
+from airflow_provider_babou._compat import AirflowException, AirflowFailException
 
 
 class BabouError(AirflowException):
@@ -69,12 +69,18 @@ def _rebuild(cls: type[BabouError], state: dict[str, Any]) -> BabouError:
     return error
 
 
-class BabouInputError(BabouError, ValueError):
-    """An argument was rejected before any request was sent (bad id, empty name, missing file...)."""
+class BabouInputError(BabouError, AirflowFailException, ValueError):
+    """An argument was rejected before any request was sent (bad id, empty name, missing file...).
+
+    Fails the task without retries (an :class:`AirflowFailException`): a retry cannot fix it.
+    """
 
 
-class BabouAuthError(BabouError):
-    """401: the key is missing, malformed (``INVALID_API_KEY_FORMAT``), unknown or expired."""
+class BabouAuthError(BabouError, AirflowFailException):
+    """401: the key is missing, malformed (``INVALID_API_KEY_FORMAT``), unknown or expired.
+
+    Fails the task without retries: the connection must be fixed first.
+    """
 
 
 class BabouNotFoundError(BabouError):
@@ -85,8 +91,8 @@ class BabouConflictError(BabouError):
     """409: a prompt (per chapter) or an export (per project) is already in flight."""
 
 
-class BabouValidationError(BabouError):
-    """400 or 413: Babou rejected the request's content."""
+class BabouValidationError(BabouError, AirflowFailException):
+    """400 or 413: Babou rejected the request's content; fails the task without retries."""
 
 
 class BabouRateLimitError(BabouError):

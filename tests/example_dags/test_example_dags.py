@@ -233,3 +233,24 @@ def test_personalized_videos_one_per_csv_row(
         "exports_started": 3,
         "assets_uploaded": 0,
     }
+
+
+def test_expired_key_fails_the_first_task_at_once_without_retries(
+    dagbag: Any, emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.keys import EXPIRED
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BABOU_DEFAULT",
+        json.dumps({"conn_type": "babou", "host": emulator.api_url, "password": EXPIRED}),
+    )
+    dag = _load(dagbag, "babou_video_pipeline")
+
+    dag_run = _run(dag)
+
+    assert dag_run.state == "failed"
+    tis = {ti.task_id: ti for ti in dag_run.get_task_instances()}
+    assert tis["create_project"].state == "failed"
+    # The DAG allows two retries, but a retry cannot fix an expired key: one try, one request.
+    assert tis["create_project"].try_number == 1
+    assert emulator.stats()["total"]["responses"] == {"401": 1}
