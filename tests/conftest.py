@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,3 +69,8 @@ def babou_conn(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> st
     }
     monkeypatch.setenv("AIRFLOW_CONN_BABOU_DEFAULT", json.dumps(conn))
     return "babou_default"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's AIRFLOW_HOME (metadata DB, logs): nothing is left behind in /tmp."""
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
