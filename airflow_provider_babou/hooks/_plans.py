@@ -387,9 +387,7 @@ def wait_plan(
         if state.done:
             if state.succeeded:
                 return obj
-            raise BabouJobFailedError(
-                f"{what} ended {state.state}: {state.message or 'no reason given'}", code=state.state.upper()
-            )
+            raise BabouJobFailedError(state.failure(what), code=state.state.upper())
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise BabouWaitTimeoutError(

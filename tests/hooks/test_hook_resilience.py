@@ -106,7 +106,7 @@ def test_asset_failure(api: Api, emulator: EmulatorControl, tmp_path) -> None:
     image = tmp_path / "a.webp"
     image.write_bytes(b"RIFF0000WEBP" + b"0" * 100)
     asset = api.upload_asset(image)
-    with pytest.raises(BabouJobFailedError, match="ended error"):
+    with pytest.raises(BabouJobFailedError, match="ended 'error'"):
         api.wait_for_asset(asset.id, poll=FAST_POLL, timeout=10)
 
 
