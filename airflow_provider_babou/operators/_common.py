@@ -23,10 +23,9 @@ from airflow_provider_babou.polling import PollPolicy
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: Ceiling of the poll delay, as the docs advise; the triggers and the hook back off to it.
-MAX_POLL_INTERVAL = 30.0
-#: How fast the poll delay grows after each poll.
-POLL_BACKOFF = 1.5
+# The docs' cadence (x1.5 up to 30 s) has one source: PollPolicy's defaults.
+MAX_POLL_INTERVAL = PollPolicy.max_interval
+POLL_BACKOFF = PollPolicy.backoff
 
 
 def run_marker(context: Context) -> str:
