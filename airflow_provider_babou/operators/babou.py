@@ -499,6 +499,7 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperatorMixin, Bab
         with self.session() as hook:
             self.push(context, project_id=project_id)
             self.persist_project_link(context, hook, project_id)
+            BabouVideoLink.persist(context, None)  # set once the export completes
             if HAS_RESUMABLE_JOB_MIXIN and context.get("task_state_store") is not None:
                 return self.execute_resumable(context)
             return self._execute_by_try_number(context, project_id)
@@ -697,6 +698,7 @@ class BabouDownloadExportOperator(BabouBaseOperator):
         destination = _check_destination(self.destination, overwrite=self.overwrite)
         with self.session() as hook:
             self.push(context, project_id=project_id)
+            self.persist_project_link(context, hook, project_id)
             return _download(self, context, hook, project_id, destination, overwrite=self.overwrite)
 
 
@@ -857,6 +859,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperatorMixin, BabouBaseOperator):
                 self.log.info("%s project %s", "Reusing" if reused else "Created", project.id)
                 self.push(context, project_id=project.id)
                 self.persist_project_link(context, hook, project.id)
+                BabouVideoLink.persist(context, None)  # set once the video is downloaded
 
                 existing = {c.name: c for c in hook.list_chapters(project.id)} if reused else {}
                 for spec in specs:
