@@ -9,9 +9,10 @@ polling rather than guessing.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -154,6 +155,16 @@ class Chapter(BabouModel):
         """Return the nested prompt with this id, if the chapter holds it."""
         return next((p for p in self.prompts if p.id == prompt_id), None)
 
+    def latest_prompt(self, content: str, since: datetime | None = None) -> Prompt | None:
+        """The newest prompt with exactly ``content`` (created at or after ``since``, when given)."""
+        found = None
+        for prompt in self.prompts:
+            if prompt.content == content and (
+                since is None or aware(prompt.created_at, datetime.max) >= since
+            ):
+                found = prompt
+        return found
+
     def prompt_status(self, prompt_id: str) -> PromptStatus:
         """Work out a prompt's state, using the chapter status when the prompt has no ``status``.
 
@@ -197,6 +208,16 @@ class Export(BabouModel):
     error: str | None = None
     duration_seconds: float | None = None
 
+    @property
+    def in_flight(self) -> bool:
+        """Whether the export is queued or processing."""
+        return self.status in (ExportStatus.QUEUED, ExportStatus.PROCESSING)
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """What tells two exports apart: status, URL (without a signature's query), error, duration."""
+        url = urlsplit(self.download_url)._replace(query="").geturl() if self.download_url else None
+        return (self.status, url, self.error, self.duration_seconds)
+
 
 class Asset(BabouModel):
     """An uploaded media file (image, clip, audio) that prompts can reference."""
@@ -211,6 +232,12 @@ class Asset(BabouModel):
     width: int | None = None
     height: int | None = None
     created_at: datetime | None = None
+
+
+def aware(value: datetime | None, default: datetime) -> datetime:
+    """``value`` with a time zone (UTC if it had none); ``default`` when missing."""
+    value = default if value is None else value
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 T = TypeVar("T", bound=BabouModel)

@@ -1,19 +1,45 @@
-"""What "done" means for each wait, and how fast to poll: shared by the hook's blocking waits,
-the sensors' pokes and the triggers, so the three agree on every outcome.
+"""One definition of a wait step, used by the hook's blocking waits, the sensors and the triggers.
+
+A wait step is *observe* (one GET, described by a :class:`WaitTarget`) and *judge* (the target's
+:meth:`~WaitTarget.judge`: done, failed or still running, as a :class:`WaitState`). Between steps a
+:class:`WaitClock` decides how long to sleep, how many transient errors in a row to tolerate and
+when the deadline has passed: the same rules whether the loop runs in a worker or the triggerer.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from airflow_provider_babou.models import Asset, AssetState, Chapter, Export, ExportStatus, PromptStatus
+from airflow_provider_babou.exceptions import (
+    BabouError,
+    BabouInputError,
+    BabouRateLimitError,
+    BabouServerError,
+    BabouTransportError,
+)
+from airflow_provider_babou.models import Asset, BabouModel, Chapter, Export, ExportStatus
+from airflow_provider_babou.validation import check_id
+
+#: Errors that may go away on their own: a wait tolerates a few of them in a row.
+TRANSIENT_ERRORS: tuple[type[BabouError], ...] = (BabouTransportError, BabouServerError, BabouRateLimitError)
+
+
+def check_seconds(label: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as float if it is a finite, positive number of seconds (NaN and inf are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BabouInputError(f"{label} must be a finite number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise BabouInputError(f"{label} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
 class PollPolicy:
-    """Polling cadence: the docs advise starting at 2 s and backing off to 30 s.
+    """Polling cadence: the docs advise starting at 2 s; we back off x1.5 to 30 s.
 
     :param interval: first delay between two polls, in seconds.
     :param backoff: factor applied to the delay after each poll.
@@ -25,10 +51,13 @@ class PollPolicy:
     max_interval: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.interval <= 0 or self.backoff < 1 or self.max_interval < self.interval:
-            raise ValueError(
-                "poll policy needs interval > 0, backoff >= 1 and max_interval >= interval; "
-                f"got interval={self.interval}, backoff={self.backoff}, max_interval={self.max_interval}"
+        check_seconds("poll interval", self.interval)
+        check_seconds("max poll interval", self.max_interval)
+        if isinstance(self.backoff, bool) or not math.isfinite(self.backoff) or self.backoff < 1:
+            raise BabouInputError(f"poll backoff must be a finite number >= 1, got {self.backoff!r}")
+        if self.max_interval < self.interval:
+            raise BabouInputError(
+                f"max poll interval ({self.max_interval}) must be >= the poll interval ({self.interval})"
             )
 
     def delays(self) -> Iterator[float]:
@@ -41,14 +70,7 @@ class PollPolicy:
 
 @dataclass(frozen=True)
 class WaitState:
-    """One observation of the object being waited on.
-
-    :param done: whether the object reached a terminal state.
-    :param succeeded: whether that terminal state is a success (meaningless while not done).
-    :param state: the state word, for logs and events.
-    :param message: Babou's text about the outcome (a prompt's ``result``, an export's ``error``).
-    :param payload: the JSON-ready object, returned to the DAG author.
-    """
+    """One judged observation: ``done``/``succeeded``, the state word, Babou's message, the JSON."""
 
     done: bool
     succeeded: bool
@@ -57,48 +79,179 @@ class WaitState:
     payload: dict[str, Any] = field(default_factory=dict)
 
     def failure(self, what: str) -> str:
-        """Say that ``what`` (e.g. ``"export of project prj_1"``) ended in this state, and Babou's reason."""
+        """Say that ``what`` ended in this state, and Babou's reason."""
         return f"{what} ended {self.state!r}: {self.message or 'Babou gave no reason'}"
 
 
+def _by_status(status: ExportStatus | Any, message: str | None, obj: BabouModel) -> WaitState:
+    return WaitState(
+        status.is_terminal, status.is_success, status.value, message, obj.model_dump(mode="json")
+    )
+
+
 def prompt_state(chapter: Chapter, prompt_id: str) -> WaitState:
-    """Judge a prompt from its chapter (the docs' way to poll a prompt)."""
+    """Judge a prompt from its chapter (the docs' way to poll a prompt); payload is the prompt only."""
     prompt = chapter.find_prompt(prompt_id)
-    if prompt is None:
-        # A wrong id would otherwise be polled until the deadline.
-        return WaitState(
-            done=True,
-            succeeded=False,
-            state="missing",
-            message=f"prompt {prompt_id} is not on chapter {chapter.id}; check the ids",
-            payload=chapter.model_dump(mode="json"),
-        )
+    if prompt is None:  # a wrong id would otherwise be polled until the deadline
+        return WaitState(True, False, "missing", f"prompt {prompt_id} is not on chapter {chapter.id}")
     status = chapter.prompt_status(prompt_id)
-    return WaitState(
-        done=status.is_terminal,
-        succeeded=status is PromptStatus.COMPLETED,
-        state=status.value,
-        message=prompt.result,
-        payload=chapter.model_dump(mode="json"),
-    )
-
-
-def _status_state(status: ExportStatus | AssetState, message: str | None, obj: Export | Asset) -> WaitState:
-    """Judge an object by its status word alone (the enum knows which states are terminal)."""
-    return WaitState(
-        done=status.is_terminal,
-        succeeded=status.is_success,
-        state=status.value,
-        message=message,
-        payload=obj.model_dump(mode="json"),
-    )
+    # The prompt without its content: events and logs stay short, and the text is the user's own.
+    payload = {**prompt.model_dump(mode="json", exclude={"content"}), "status": status.value}
+    return WaitState(status.is_terminal, status.is_success, status.value, prompt.result, payload)
 
 
 def export_state(export: Export) -> WaitState:
     """Judge a project's export from Get Export Status."""
-    return _status_state(export.status, export.error, export)
+    return _by_status(export.status, export.error, export)
 
 
 def asset_state(asset: Asset) -> WaitState:
     """Judge an asset: ``ready`` succeeds, ``error``/``failed`` fail."""
-    return _status_state(asset.state, None, asset)
+    return _by_status(asset.state, None, asset)
+
+
+@dataclass(frozen=True)
+class WaitTarget:
+    """What a wait observes: the GET to make (:attr:`path`, :attr:`model`) and how to judge it."""
+
+    kind: ClassVar[str] = "object"
+    model: ClassVar[type[BabouModel]] = BabouModel
+
+    @property
+    def path(self) -> str:
+        """The path of the GET below the base URL."""
+        raise NotImplementedError
+
+    def judge(self, obj: Any) -> WaitState:
+        """Judge one parsed answer."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Name the object with its ids, for messages."""
+        raise NotImplementedError
+
+    def ids(self) -> dict[str, str]:
+        """The ids, as constructor keywords."""
+        return dict(self.__dict__)
+
+    def __post_init__(self) -> None:
+        for name, value in self.ids().items():
+            check_id(name.removesuffix("_id"), value)
+
+
+@dataclass(frozen=True)
+class PromptTarget(WaitTarget):
+    """A prompt, followed through its chapter."""
+
+    project_id: str
+    chapter_id: str
+    prompt_id: str
+    kind: ClassVar[str] = "prompt"
+    model: ClassVar[type[BabouModel]] = Chapter
+
+    @property
+    def path(self) -> str:
+        return f"/projects/{self.project_id}/chapters/{self.chapter_id}"
+
+    def judge(self, obj: Any) -> WaitState:
+        return prompt_state(obj, self.prompt_id)
+
+    def describe(self) -> str:
+        return f"prompt {self.prompt_id} (chapter {self.chapter_id}, project {self.project_id})"
+
+
+@dataclass(frozen=True)
+class ExportTarget(WaitTarget):
+    """A project's export (exports are addressed by project)."""
+
+    project_id: str
+    kind: ClassVar[str] = "export"
+    model: ClassVar[type[BabouModel]] = Export
+
+    @property
+    def path(self) -> str:
+        return f"/projects/{self.project_id}/export"
+
+    def judge(self, obj: Any) -> WaitState:
+        return export_state(obj)
+
+    def describe(self) -> str:
+        return f"export of project {self.project_id}"
+
+
+@dataclass(frozen=True)
+class AssetTarget(WaitTarget):
+    """An uploaded asset."""
+
+    asset_id: str
+    kind: ClassVar[str] = "asset"
+    model: ClassVar[type[BabouModel]] = Asset
+
+    @property
+    def path(self) -> str:
+        return f"/assets/{self.asset_id}"
+
+    def judge(self, obj: Any) -> WaitState:
+        return asset_state(obj)
+
+    def describe(self) -> str:
+        return f"asset {self.asset_id}"
+
+
+class WaitClock:
+    """The pacing of one wait: poll delays, the transient-error budget and a wall-clock deadline.
+
+    :param end_time: absolute deadline, UNIX seconds (wall clock: it survives a triggerer restart).
+    :param policy: the poll cadence.
+    :param max_failures: transient errors tolerated in a row; one more is raised.
+    """
+
+    def __init__(self, end_time: float, policy: PollPolicy, max_failures: int) -> None:
+        self.end_time = end_time
+        self.failures = 0
+        self.max_failures = max_failures
+        self._delays = policy.delays()
+        self.started = time.monotonic()
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once past it)."""
+        return self.end_time - time.time()
+
+    def elapsed(self) -> float:
+        """Seconds since the wait started."""
+        return time.monotonic() - self.started
+
+    def observed(self) -> float:
+        """Record a good observation; return the delay before the next one, cut to the deadline."""
+        self.failures = 0
+        return self._cut(next(self._delays))
+
+    def failed(self, error: BabouError) -> float:
+        """Record a failed observation: re-raise it unless transient and tolerated; else the delay.
+
+        A 429's ``Retry-After`` lengthens the delay: polling earlier would only earn another 429.
+        """
+        if not isinstance(error, TRANSIENT_ERRORS):
+            raise error
+        self.failures += 1
+        if self.failures > self.max_failures:
+            raise error
+        delay = next(self._delays)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after:
+            delay = max(delay, float(retry_after))
+        return self._cut(delay)
+
+    def _cut(self, delay: float) -> float:
+        return max(0.0, min(delay, self.remaining()))
+
+    def request_timeout(self, default: float) -> float:
+        """Timeout of the next GET: never much past the deadline (a floor lets the last poll answer)."""
+        return max(0.5, min(default, self.remaining() + 0.5))
+
+
+def check_max_failures(value: object) -> int:
+    """Return ``value`` if it is a non-negative whole number of tolerated failures."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BabouInputError(f"max_consecutive_failures must be a whole number >= 0, got {value!r}")
+    return value

@@ -6,7 +6,10 @@ wrong and how to fix it, so a bad DAG fails fast and creates nothing half-way.
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from typing import Any
 
 from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.limits import API_KEY_PREFIX, DESCRIPTION_MAX, NAME_MAX, PROMPT_MAX
@@ -21,11 +24,17 @@ __all__ = [
     "check_duration",
     "check_id",
     "check_name",
+    "check_page",
     "check_prompt",
+    "check_settings",
     "check_text",
 ]
 
-_BAD_ID_CHARS = re.compile(r"[/\s?#]")
+# Path separators, URL syntax, escapes and every control or space character (NUL, CR, LF...).
+_BAD_ID_CHARS = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
+# Control characters, but for tab and line breaks (a prompt or description may span lines).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+ID_MAX = 200
 
 
 def check_id(kind: str, value: object) -> str:
@@ -38,12 +47,22 @@ def check_id(kind: str, value: object) -> str:
             f"{kind} id must be a non-empty string, got {value!r}",
             hint=f"pass the {kind} id Babou returned (e.g. from the create task's XCom)",
         )
-    if _BAD_ID_CHARS.search(value):
+    if _BAD_ID_CHARS.search(value) or value in (".", "..") or len(value) > ID_MAX or not _encodes(value):
         raise BabouInputError(
-            f"{kind} id {value!r} contains '/', whitespace, '?' or '#'",
-            hint=f"pass the bare {kind} id, not a URL or a path",
+            f"{kind} id {value[:ID_MAX]!r} is not a Babou id: ids are at most {ID_MAX} characters, "
+            "not '.' or '..', without '/', '\\', '?', '#', '%', spaces or control characters",
+            hint=f"pass the bare {kind} id Babou returned, not a URL, a path or an escaped form",
         )
     return value
+
+
+def _encodes(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text (a lone surrogate cannot be sent as UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_text(field: str, value: object, *, maximum: int, required: bool = True) -> str | None:
@@ -52,6 +71,14 @@ def check_text(field: str, value: object, *, maximum: int, required: bool = True
         return None
     if not isinstance(value, str):
         raise BabouInputError(f"{field} must be a string, got {type(value).__name__}")
+    if not _encodes(value):
+        raise BabouInputError(f"{field} is not valid Unicode text (it holds a lone surrogate)")
+    control = _CONTROL.search(value) or (maximum <= NAME_MAX and re.search(r"[\r\n\t]", value))
+    if control:
+        raise BabouInputError(
+            f"{field} contains the control character {control.group()!r}",
+            hint="remove it (names are one line; texts may only hold tabs and line breaks)",
+        )
     if required and not value:
         raise BabouInputError(f"{field} is empty", hint=f"{field} must be 1 to {maximum} characters")
     if len(value) > maximum:
@@ -93,6 +120,28 @@ def check_duration(value: object) -> int | None:
     return value
 
 
+def check_settings(value: object) -> dict[str, Any] | None:
+    """Check optional project settings: a JSON object with finite numbers (``None`` allowed)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BabouInputError(f"settings must be a dict (a JSON object), got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise BabouInputError(
+            f"settings must be plain JSON (strings, finite numbers, lists, dicts): {exc}"
+        ) from None
+    return value
+
+
+def check_page(limit: object, offset: object) -> None:
+    """Check list paging: ``limit`` a whole number from 1 to 100, ``offset`` one >= 0 (no bools)."""
+    for label, value, low, high in (("limit", limit, 1, 100), ("offset", offset, 0, math.inf)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise BabouInputError(f"{label} must be a whole number from {low} to {high}, got {value!r}")
+
+
 def check_api_key(value: object, *, conn_id: str | None = None) -> str:
     """Check that an API key looks like a Babou key; never echoes the key itself.
 
@@ -108,8 +157,14 @@ def check_api_key(value: object, *, conn_id: str | None = None) -> str:
             "no Babou API key configured",
             hint="set the connection's password (API Key) or the BABOU_API_KEY environment variable",
         )
+    owner = f"of connection {conn_id!r} " if conn_id is not None else ""
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise BabouInputError(
+            f"the Babou API key {owner}contains spaces, line breaks or control characters "
+            "(often a paste error)",
+            hint="paste the key again as one line, with nothing before or after it",
+        )
     if not value.startswith(API_KEY_PREFIX):
-        owner = f"of connection {conn_id!r} " if conn_id is not None else ""
         raise BabouInputError(
             f"the Babou API key {owner}is malformed: Babou keys start with {API_KEY_PREFIX!r}",
             code="INVALID_API_KEY_FORMAT",

@@ -8,6 +8,7 @@ from its password (or ``BABOU_API_KEY``), the numbers from its extras overridden
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ from airflow_provider_babou.validation import check_api_key
 
 API_KEY_ENV = "BABOU_API_KEY"
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_MAX_RETRIES = 5
-DEFAULT_MAX_BACKOFF = 60.0
+DEFAULT_MAX_BACKOFF = 30.0
 DEFAULT_RETRY_DEADLINE = 300.0
+#: Requests per second per key (see ``_budget``): the emulator's default limit; Babou publishes none.
+DEFAULT_RATE_LIMIT = 20.0
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,10 @@ class ClientConfig:
     base_url: str
     api_key: str = field(repr=False)
     timeout: float
-    max_retries: int
+    max_retries: int | None
     max_backoff: float
     retry_deadline: float
+    rate_limit: float
     dashboard_url_template: str | None
 
     @property
@@ -113,16 +116,19 @@ def _split_host_port(hostport: str) -> tuple[str, int | None]:
     return hostport, None
 
 
-def _number(extras: dict[str, Any], name: str, override: Any, default: float, cast: type) -> Any:
+def _number(extras: dict[str, Any], name: str, override: Any, default: float | None) -> float | None:
     value = override if override is not None else extras.get(name)
     if value is None or value == "":
-        return cast(default)
+        return default
     try:
-        number = cast(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise BabouInputError(f"connection extra {name!r} must be a number, got {value!r}") from None
-    if number < 0:
-        raise BabouInputError(f"connection extra {name!r} must not be negative, got {value!r}")
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise BabouInputError(
+            f"connection extra {name!r} must be a finite number >= 0, got {value!r}",
+            hint="edit the connection's extra fields",
+        )
     return number
 
 
@@ -134,6 +140,7 @@ def resolve_config(
     max_retries: int | None,
     max_backoff: float | None,
     retry_deadline: float | None,
+    rate_limit: float | None = None,
 ) -> ClientConfig:
     """Build a :class:`ClientConfig` from an Airflow connection; hook arguments override extras.
 
@@ -146,15 +153,15 @@ def resolve_config(
     # Babou's own dashboard only knows projects of Babou's own API (not the emulator's).
     default_template = DEFAULT_DASHBOARD_URL_TEMPLATE if base_url == DEFAULT_BASE_URL else None
     template = extras.get("dashboard_url_template") or default_template
+    retries = _number(extras, "max_retries", max_retries, None)
     return ClientConfig(
         base_url=base_url,
         api_key=key,
-        timeout=float(_number(extras, "timeout", timeout, DEFAULT_TIMEOUT, float)) or DEFAULT_TIMEOUT,
-        max_retries=int(_number(extras, "max_retries", max_retries, DEFAULT_MAX_RETRIES, int)),
-        max_backoff=float(_number(extras, "max_backoff", max_backoff, DEFAULT_MAX_BACKOFF, float)),
-        retry_deadline=float(
-            _number(extras, "retry_deadline", retry_deadline, DEFAULT_RETRY_DEADLINE, float)
-        ),
+        timeout=_number(extras, "timeout", timeout, DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
+        max_retries=None if retries is None else int(retries),
+        max_backoff=_number(extras, "max_backoff", max_backoff, DEFAULT_MAX_BACKOFF) or 0.0,
+        retry_deadline=_number(extras, "retry_deadline", retry_deadline, DEFAULT_RETRY_DEADLINE) or 0.0,
+        rate_limit=_number(extras, "rate_limit", rate_limit, DEFAULT_RATE_LIMIT) or DEFAULT_RATE_LIMIT,
         dashboard_url_template=template,
     )
 

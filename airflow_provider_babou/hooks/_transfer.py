@@ -1,27 +1,26 @@
-"""Moving files: the streamed upload body and the state of a resumable download.
+"""Files, never HTTP: the streamed upload body, and the destination and partial file of a download.
 
-:func:`upload_body` checks an upload source (path, file object or ``ObjectStoragePath``: exists,
-size, content type) and wraps it in a restartable :class:`UploadBody`. A download writes into a
-:class:`DownloadState` (temporary file, offset, running SHA-256); :func:`begin_stream`,
-:func:`end_stream` and :func:`range_headers` are the transport-independent halves of one
-download request, :func:`prepare_destination` and :func:`finish_download` its start and end.
+:func:`upload_body` checks an upload source (path, binary file object or ``ObjectStoragePath``:
+exists, size, content type) and wraps it in a restartable :class:`UploadBody`.
+:func:`check_destination` refuses a destination that cannot be written before any request is made;
+a download writes into a :class:`DownloadState` (temporary file beside the destination, offset,
+running SHA-256) and :func:`finish_download` moves it into place atomically.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import mimetypes
 import os
 import random
-import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
-
-from airflow_provider_babou.exceptions import BabouError, BabouInputError, BabouTransportError
+from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.limits import MAX_UPLOAD_BYTES, SUPPORTED_CONTENT_TYPES
 
 CHUNK_SIZE = 256 * 1024
@@ -50,6 +49,7 @@ class UploadBody:
     def __init__(self, opener: Callable[[], IO[bytes]], size: int, *, closes: bool, restartable: bool):
         self._opener = opener
         self.size = size
+        self.content_type = "application/octet-stream"
         self.closes = closes
         self.restartable = restartable
 
@@ -83,7 +83,7 @@ def _is_local(path: Any) -> bool:
     return getattr(path, "protocol", "") in ("", "file", "local")
 
 
-def upload_body(source: Any, content_type: str | None) -> tuple[UploadBody, str]:
+def upload_body(source: Any, content_type: str | None) -> UploadBody:
     """Check an upload source (exists, regular file, size, type) and make its streamed body."""
     name: str | None
     if isinstance(source, (str, os.PathLike)) and not hasattr(source, "protocol"):
@@ -104,6 +104,11 @@ def upload_body(source: Any, content_type: str | None) -> tuple[UploadBody, str]
         size, name = int(source.stat().st_size), source.name
         body = UploadBody(lambda: source.open("rb"), size, closes=True, restartable=True)
     elif hasattr(source, "read"):
+        if isinstance(source, io.TextIOBase) or "b" not in getattr(source, "mode", "b"):
+            raise BabouInputError(
+                "cannot upload a text-mode file object: media must be sent as bytes",
+                hint="open the file with open(path, 'rb'), or pass its path",
+            )
         name = os.path.basename(str(getattr(source, "name", "") or "")) or None
         try:
             start = source.tell()
@@ -145,29 +150,68 @@ def upload_body(source: Any, content_type: str | None) -> tuple[UploadBody, str]
         )
     if size == 0:
         raise BabouInputError("cannot upload an empty file")
-    return body, content_type
+    body.content_type = content_type
+    return body
 
 
 # --------------------------------------------------------------------------- downloads
 
 
+def is_remote(destination: Any) -> bool:
+    """Whether ``destination`` is an ``ObjectStoragePath`` outside the local file system."""
+    return hasattr(destination, "protocol") and hasattr(destination, "open") and not _is_local(destination)
+
+
+def check_destination(destination: Any, *, overwrite: bool, create_parents: bool = False) -> tuple[Path, Any]:
+    """Refuse a destination the video could not be written to, before anything is created or rendered.
+
+    :return: the local file to write and, for a remote ``ObjectStoragePath``, the object to fill
+        (else ``None``).
+    """
+    if destination is None or (isinstance(destination, str) and not destination.strip()):
+        raise BabouInputError("destination is empty", hint="pass a file path such as /tmp/video.mp4")
+    if is_remote(destination):
+        if destination.is_dir():
+            raise BabouInputError(f"destination {destination} is a directory", hint="pass a file path")
+        if not overwrite and destination.exists():
+            raise BabouInputError(f"destination {destination} already exists", hint="pass overwrite=True")
+        return Path(tempfile.gettempdir()) / (destination.name or "export.mp4"), destination
+    if hasattr(destination, "protocol"):
+        destination = destination.path
+    if not isinstance(destination, (str, os.PathLike)):
+        raise BabouInputError(
+            f"destination must be a path or an ObjectStoragePath, got {type(destination).__name__}"
+        )
+    path = Path(os.fspath(destination)).absolute()
+    if path.is_dir():
+        raise BabouInputError(f"destination {path} is a directory", hint="give a file path for the video")
+    if path.exists() and not overwrite:
+        raise BabouInputError(f"destination {path} already exists", hint="pass overwrite=True to replace it")
+    existing = path.parent
+    while not existing.exists() and create_parents and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BabouInputError(f"cannot write {path}: {existing} does not exist or is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BabouInputError(f"cannot write {path}: no write permission on {existing}")
+    longest = max(len(os.fsencode(part)) for part in path.parts)
+    if longest > os.pathconf(existing, "PC_NAME_MAX") - 40:  # room for the temporary file's suffix
+        raise BabouInputError(f"cannot write {path}: a name in it is too long for the file system")
+    return path, None
+
+
 class DownloadState:
     """The partial file of a download: where it is, how much is in it, its running SHA-256."""
 
-    def __init__(self, temp_path: Path) -> None:
-        self.temp_path = temp_path
-        self.file: IO[bytes] | None = None
+    def __init__(self, final: Path) -> None:
+        self.temp_path = final.with_name(f".{final.name}.{os.getpid()}.{random.randrange(1 << 32):08x}.part")
+        self.file: IO[bytes] = open(self.temp_path, "xb")  # noqa: SIM115 - closed by finish/discard
         self.offset = 0
         self.total: int | None = None
         self.sha256 = hashlib.sha256()
 
-    def open(self) -> None:
-        """Create the temporary file (exclusive: two downloads never share one)."""
-        self.file = open(self.temp_path, "xb")  # noqa: SIM115 - closed by close()
-
     def restart(self) -> None:
-        """Forget what was written (the server ignored our ``Range``)."""
-        assert self.file is not None
+        """Forget what was written (the server ignored our ``Range``, or sent a range we did not ask for)."""
         self.file.seek(0)
         self.file.truncate()
         self.offset = 0
@@ -175,122 +219,34 @@ class DownloadState:
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk to the file and the checksum."""
-        assert self.file is not None
         self.file.write(chunk)
         self.sha256.update(chunk)
         self.offset += len(chunk)
 
-    def close(self) -> None:
-        """Flush the data to disk and close the file."""
-        if self.file is not None and not self.file.closed:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-
     def discard(self) -> None:
         """Close and delete the temporary file after a failure."""
-        if self.file is not None and not self.file.closed:
-            self.file.close()
+        self.file.close()
         self.temp_path.unlink(missing_ok=True)
 
-
-@dataclass
-class StreamOutcome:
-    """How one download request ended."""
-
-    status: int
-    complete: bool
-    error: BabouError | None = None
-
-
-def prepare_destination(destination: Any, overwrite: bool) -> tuple[Path, Any | None]:
-    """Return the local file to write and, for a remote ``ObjectStoragePath``, the object to fill."""
-    if hasattr(destination, "protocol") and hasattr(destination, "open"):
-        if _is_local(destination):
-            return prepare_destination(Path(destination.path), overwrite)
-        if destination.exists() and not overwrite:
-            raise BabouInputError(f"{destination} already exists; pass overwrite=True to replace it")
-        import tempfile
-
-        local = Path(tempfile.mkdtemp(prefix="babou-download-")) / (destination.name or "export.mp4")
-        return local, destination
-    path = Path(os.fspath(destination))
-    if path.is_dir():
-        raise BabouInputError(f"{path} is a directory; give a file path for the video")
-    if path.exists() and not overwrite:
-        raise BabouInputError(f"{path} already exists; pass overwrite=True to replace it")
-    if not path.parent.is_dir():
-        raise BabouInputError(f"cannot download to {path}: directory {path.parent} does not exist")
-    return path, None
-
-
-def temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{random.randrange(1 << 32):08x}.part")
-
-
-def finish_download(state: DownloadState, local: Path, remote: Any | None) -> None:
-    state.close()
-    os.replace(state.temp_path, local)
-    if remote is not None:
-        import shutil
-
+    def finish(self, local: Path, remote: Any, *, overwrite: bool) -> None:
+        """Move the file into place; without ``overwrite``, an existing file is refused atomically."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
         try:
-            with open(local, "rb") as src, remote.open("wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK_SIZE)
+            if remote is not None:
+                if not overwrite and remote.exists():
+                    raise FileExistsError(str(remote))
+                with open(self.temp_path, "rb") as src, remote.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK_SIZE)
+            elif overwrite:
+                os.replace(self.temp_path, local)
+            else:
+                # link() fails if the name exists: two downloads to one path cannot both "win".
+                os.link(self.temp_path, local)
+        except FileExistsError:
+            raise BabouInputError(
+                f"destination {remote or local} appeared while downloading", hint="pass overwrite=True"
+            ) from None
         finally:
-            local.unlink(missing_ok=True)
-            local.parent.rmdir()
-
-
-_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-def begin_stream(response: httpx.Response, state: DownloadState) -> StreamOutcome | None:
-    """Check a download response's status and range before reading its body.
-
-    Returns an outcome to report at once (an error status), or ``None`` to go on reading.
-    """
-    status = response.status_code
-    if status == 206:
-        match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
-        if not match or int(match.group(1)) != state.offset:
-            state.restart()  # a range we did not ask for: start over rather than corrupt the file
-            return StreamOutcome(status, False, BabouTransportError("unexpected Content-Range", method="GET"))
-        if match.group(3) != "*":
-            state.total = int(match.group(3))
-        return None
-    if status == 200:
-        if state.offset:
-            state.restart()  # the server ignored Range and sends the whole file again
-        length = response.headers.get("Content-Length")
-        state.total = int(length) if length and length.isdigit() else None
-        return None
-    if status == 416 and state.total is not None and state.offset >= state.total:
-        return StreamOutcome(status, True)
-    return StreamOutcome(status, False, None)
-
-
-def end_stream(status: int, state: DownloadState, method: str, url: str) -> StreamOutcome:
-    """Judge a body that ended without a transport error: complete, or short (resume)."""
-    if state.total is None or state.offset == state.total:
-        return StreamOutcome(status, True)
-    if state.offset > state.total:
-        state.restart()
-    return StreamOutcome(
-        status,
-        False,
-        BabouTransportError(
-            f"download ended at {state.offset} of {state.total} bytes",
-            method=method,
-            path=httpx.URL(url).path,
-        ),
-    )
-
-
-def range_headers(state: DownloadState) -> dict[str, str]:
-    """Headers of a download request: ``Range`` for the rest of a partial file."""
-    # identity: byte offsets must refer to the file itself, not to a compressed encoding of it.
-    headers = {"Accept-Encoding": "identity"}
-    if state.offset:
-        headers["Range"] = f"bytes={state.offset}-"
-    return headers
+            self.temp_path.unlink(missing_ok=True)

@@ -1,48 +1,61 @@
-"""``BabouHook``: the one piece of the provider that speaks HTTP to Babou, sync and async.
+"""``BabouHook``: the one piece of the provider that speaks HTTP to Babou.
 
-Request building, response parsing, error mapping, retries and reconciliation live once in the
-private modules beside this one (every endpoint as a *plan* in :mod:`._plans`; connection in
-:mod:`._config`; errors in :mod:`._errors`; retries in :mod:`._retry`; bodies in
-:mod:`._responses`; files in :mod:`._transfer`); this module only runs the plans over an
-``httpx.Client`` (sync) or an ``httpx.AsyncClient`` (async). See ``docs/design.md`` for the
-public contract.
+Every request goes through :meth:`BabouHook._request` (auth, the key's request budget, timeout,
+the tenacity retry, error mapping). The triggerer's waits use :meth:`BabouHook.aobserve`, a GET
+over a client shared by every wait on the key (see :mod:`._async`). Plain helpers live beside this
+module: :mod:`._config` (connection), :mod:`._http` (errors, parsing), :mod:`._budget` (rate),
+:mod:`._transfer` (files). See ``docs/design.md``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import itertools
+import logging
+import random
 import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import httpx
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_babou import __version__
 from airflow_provider_babou._compat import (
     AirflowNotFoundException,
     aget_connection,
     get_connection,
     mask_secret,
 )
-from airflow_provider_babou.exceptions import BabouError, BabouInputError
-from airflow_provider_babou.hooks import (
-    _config,
-    _errors,
-    _instructions,
-    _plans,
-    _responses,
-    _retry,
-    _transfer,
+from airflow_provider_babou.exceptions import (
+    BabouConflictError,
+    BabouError,
+    BabouInputError,
+    BabouJobFailedError,
+    BabouNotFoundError,
+    BabouOutcomeUnknownError,
+    BabouServerError,
+    BabouTransportError,
+    BabouWaitTimeoutError,
 )
-from airflow_provider_babou.hooks._config import ClientConfig
-from airflow_provider_babou.hooks._instructions import Blocking, Call, Plan, Sleep, Stream
-from airflow_provider_babou.hooks._transfer import StreamOutcome
+from airflow_provider_babou.hooks import _async, _budget, _config, _download
+from airflow_provider_babou.hooks._http import (
+    client_kwargs,
+    error_for_response,
+    is_ambiguous,
+    is_retryable,
+    parse_model,
+    parse_page,
+    transport_error,
+)
+from airflow_provider_babou.hooks._transfer import (
+    UploadBody,
+    upload_body,
+)
 from airflow_provider_babou.models import (
     Asset,
+    BabouModel,
     Chapter,
     DownloadResult,
     Export,
@@ -51,43 +64,58 @@ from airflow_provider_babou.models import (
     Project,
     Prompt,
     PromptReceipt,
+    PromptStatus,
+    aware,
 )
-from airflow_provider_babou.polling import PollPolicy
+from airflow_provider_babou.polling import (
+    TRANSIENT_ERRORS,
+    AssetTarget,
+    ExportTarget,
+    PollPolicy,
+    PromptTarget,
+    WaitClock,
+    WaitState,
+    WaitTarget,
+)
+from airflow_provider_babou.validation import (
+    check_description,
+    check_duration,
+    check_id,
+    check_name,
+    check_page,
+    check_prompt,
+    check_settings,
+)
 
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BabouModel)
 T = TypeVar("T")
 
+# Server timestamps have whole seconds: a prompt created "since the call began" is matched with
+# this much clock skew allowed.
+RECONCILE_SKEW = timedelta(seconds=2)
+#: A list that has not ended after this many pages is a server that ignores ``offset``.
+MAX_PAGES = 10_000
 _DEFAULT_POLL = PollPolicy()
-
-
-def _user_agent() -> str:
-    try:
-        from airflow import __version__ as airflow_version
-    except ImportError:  # pragma: no cover
-        airflow_version = "unknown"
-    return f"airflow-provider-babou/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
 
 
 class BabouHook(BaseHook):
     """Talk to the Babou text-to-video API (projects, chapters, prompts, exports, assets).
 
-    Connection (type ``babou``): the password is the API key (when empty, the environment
-    variable ``BABOU_API_KEY`` is used; the connection wins when both are set); the host is the
-    base URL (default ``https://api.babou.ai/api/v1``), either a full URL or URI-form
-    host/port/schema pieces; extras ``timeout``, ``max_retries``, ``max_backoff`` and
-    ``dashboard_url_template``. Plain ``http`` is accepted only for loopback hosts.
-
-    Every method has an async twin with an ``a`` prefix and the same arguments. Nothing is
-    looked up or opened in ``__init__``; one keep-alive ``httpx.Client`` is created on first
-    use, and one ``httpx.AsyncClient`` per running event loop.
+    Connection (type ``babou``): the password is the API key (else ``BABOU_API_KEY``; the connection
+    wins), the host the base URL (default ``https://api.babou.ai/api/v1``; plain ``http`` only on
+    loopback); extras ``timeout``, ``retry_deadline``, ``max_backoff``, ``max_retries``,
+    ``rate_limit`` and ``dashboard_url_template``. Nothing is looked up or opened in ``__init__``.
 
     :param babou_conn_id: the Airflow connection id.
-    :param timeout: seconds per HTTP request; overrides the connection's ``timeout`` extra.
-    :param max_retries: retries after a transient failure; overrides ``max_retries``.
-    :param max_backoff: longest wait between two attempts, ``Retry-After`` included.
-    :param retry_deadline: longest time, in seconds, spent retrying one request (default 300).
-    :param transport: an ``httpx`` transport for the sync client (for tests, e.g.
-        ``httpx.MockTransport``).
-    :param async_transport: an ``httpx`` async transport for the async clients (for tests).
+    :param timeout: seconds per HTTP request (extra ``timeout``, 30).
+    :param max_retries: optional cap on retries of one request; by default only time bounds them.
+    :param max_backoff: longest wait between two attempts, ``Retry-After`` included (30).
+    :param retry_deadline: longest time, in seconds, spent retrying one request (300).
+    :param rate_limit: requests per second on this key from this process (20); adapts down on 429s.
+    :param deadline: absolute UNIX time no retry may sleep past (an operator passes its own deadline).
+    :param transport: an ``httpx`` transport for the sync client (tests).
+    :param async_transport: an ``httpx`` async transport for the triggerer's client (tests).
     """
 
     conn_name_attr = "babou_conn_id"
@@ -103,6 +131,8 @@ class BabouHook(BaseHook):
         max_retries: int | None = None,
         max_backoff: float | None = None,
         retry_deadline: float | None = None,
+        rate_limit: float | None = None,
+        deadline: float | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -113,30 +143,30 @@ class BabouHook(BaseHook):
             "max_retries": max_retries,
             "max_backoff": max_backoff,
             "retry_deadline": retry_deadline,
+            "rate_limit": rate_limit,
         }
+        self.deadline = deadline
         self._transport = transport
         self._async_transport = async_transport
-        self._config_cache: ClientConfig | None = None
+        self._config: _config.ClientConfig | None = None
         self._client: httpx.Client | None = None
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._shared: _async.SharedClient | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(babou_conn_id={self.babou_conn_id!r})"
 
-    # ------------------------------------------------------------------ configuration
+    # ------------------------------------------------------------------ connection and client
 
-    def _make_config(self, conn: Any) -> ClientConfig:
+    def _resolve(self, conn: Any) -> _config.ClientConfig:
         if conn.password:
-            # Register before anything can fail, so even a malformed key is masked in logs.
-            mask_secret(conn.password)
+            mask_secret(conn.password)  # before anything can fail, so even a malformed key is masked
         config = _config.resolve_config(conn, conn_id=self.babou_conn_id, **self._overrides)
         mask_secret(config.api_key)
+        self._config = config
         return config
 
-    def _not_found(self, exc: Exception) -> BabouInputError:
+    def _missing(self) -> BabouInputError:
         return BabouInputError(
             f"Babou connection {self.babou_conn_id!r} is not defined",
             hint="create a connection of type 'babou' (API Key = sk-bab-...), e.g. the env var "
@@ -144,557 +174,424 @@ class BabouHook(BaseHook):
         )
 
     @property
-    def config(self) -> ClientConfig:
+    def config(self) -> _config.ClientConfig:
         """The resolved connection (sync lookup; async code uses :meth:`aconfig`)."""
-        if self._config_cache is None:
+        if self._config is None:
             try:
-                # Through _compat: a missing connection is AirflowNotFoundException on 3.1 too.
-                conn = get_connection(self, self.babou_conn_id)
-            except AirflowNotFoundException as exc:
-                raise self._not_found(exc) from None
-            self._config_cache = self._make_config(conn)
-        return self._config_cache
+                return self._resolve(get_connection(self, self.babou_conn_id))
+            except AirflowNotFoundException:
+                raise self._missing() from None
+        return self._config
 
-    async def aconfig(self) -> ClientConfig:
+    async def aconfig(self) -> _config.ClientConfig:
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""
-        if self._config_cache is None:
+        if self._config is None:
             try:
-                # Through _compat: on Airflow 3.1 ``aget_connection`` only works under a
-                # supervisor (task runner, triggerer); elsewhere it falls back to a sync lookup
-                # in a worker thread.
-                conn = await aget_connection(self, self.babou_conn_id)
-            except AirflowNotFoundException as exc:
-                raise self._not_found(exc) from None
-            self._config_cache = self._make_config(conn)
-        return self._config_cache
-
-    def _client_kwargs(self, config: ClientConfig) -> dict[str, Any]:
-        return {
-            "timeout": httpx.Timeout(config.timeout),
-            "headers": {"User-Agent": _user_agent()},
-            "auth": _config.BearerAuth(config.api_key, config.api_origin),
-            "follow_redirects": False,
-        }
-
-    def _policy(self, config: ClientConfig) -> _retry.RetryPolicy:
-        return _retry.RetryPolicy(config.max_retries, config.max_backoff, config.retry_deadline)
-
-    # ------------------------------------------------------------------ sync transport
+                return self._resolve(await aget_connection(self, self.babou_conn_id))
+            except AirflowNotFoundException:
+                raise self._missing() from None
+        return self._config
 
     def get_conn(self) -> httpx.Client:
         """Return the hook's keep-alive ``httpx.Client``, creating it on first use."""
         with self._lock:
             if self._client is None or self._client.is_closed:
-                config = self.config
-                self._client = httpx.Client(transport=self._transport, **self._client_kwargs(config))
+                self._client = httpx.Client(transport=self._transport, **client_kwargs(self.config))
             return self._client
 
-    def _url(self, config: ClientConfig, call: Call) -> str:
-        return call.url or config.base_url + call.path
-
-    def _send_once(self, client: httpx.Client, config: ClientConfig, call: Call) -> httpx.Response:
-        content = call.body.chunks() if call.body is not None else None
-        request = client.build_request(
-            call.method,
-            self._url(config, call),
-            params=call.params,
-            json=call.json,
-            content=content,
-            headers=_instructions.request_headers(call),
-        )
-        try:
-            response = client.send(request)
-        except httpx.TransportError as exc:
-            raise _errors.transport_error(exc, call.method, request.url) from exc
-        if response.is_error:
-            raise _errors.error_for_response(response, call.method, config.api_key)
-        return response
-
-    def _request(self, call: Call) -> httpx.Response:
-        """Send one API call, retrying per the policy; the only sync code that sends requests."""
+    @property
+    def budget(self) -> _budget.KeyBudget:
+        """This process's request budget for the connection's key."""
         config = self.config
-        client = self.get_conn()
-        retrying = tenacity.Retrying(**self._policy(config).tenacity_kwargs(call))
-        return retrying(self._send_once, client, config, call)
-
-    def _stream(self, instruction: Stream) -> StreamOutcome:
-        config = self.config
-        client = self.get_conn()
-        state = instruction.state
-        request = client.build_request("GET", instruction.url, headers=_transfer.range_headers(state))
-        try:
-            response = client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            return StreamOutcome(0, False, _errors.transport_error(exc, "GET", request.url))
-        try:
-            early = _transfer.begin_stream(response, state)
-            if early is not None:
-                if early.error is None and not early.complete and early.status != 403:
-                    response.read()
-                    early.error = _errors.error_for_response(response, "GET", config.api_key)
-                return early
-            try:
-                for chunk in response.iter_raw(_transfer.CHUNK_SIZE):
-                    state.write(chunk)
-            except httpx.TransportError as exc:
-                return StreamOutcome(
-                    response.status_code, False, _errors.transport_error(exc, "GET", request.url)
-                )
-            return _transfer.end_stream(response.status_code, state, "GET", instruction.url)
-        finally:
-            response.close()
-
-    def _run(self, plan: Plan[T]) -> T:
-        """Drive a plan synchronously: send its calls, sleep its sleeps, feed back results."""
-        try:
-            instruction = next(plan)
-            while True:
-                try:
-                    if isinstance(instruction, Call):
-                        result: Any = self._request(instruction)
-                    elif isinstance(instruction, Sleep):
-                        time.sleep(instruction.seconds)
-                        result = None
-                    elif isinstance(instruction, Blocking):
-                        result = instruction.func()
-                    elif isinstance(instruction, Stream):
-                        result = self._stream(instruction)
-                    else:  # pragma: no cover - a programming error in a plan
-                        raise TypeError(f"unknown plan instruction {instruction!r}")
-                except BabouError as exc:
-                    instruction = plan.throw(exc)
-                else:
-                    instruction = plan.send(result)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            # Lets a plan abandoned by an unexpected error or a cancellation clean up its files.
-            plan.close()
-
-    # ------------------------------------------------------------------ async transport
-
-    async def aget_conn(self) -> httpx.AsyncClient:
-        """Return the ``httpx.AsyncClient`` of the running event loop, creating it on first use.
-
-        Clients are keyed by loop because a client's connections belong to the loop that opened
-        them: the triggerer has one long-lived loop, tests one loop each.
-        """
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None or client.is_closed:
-            config = await self.aconfig()
-            client = httpx.AsyncClient(transport=self._async_transport, **self._client_kwargs(config))
-            self._async_clients[loop] = client
-        return client
-
-    async def _asend_once(
-        self, client: httpx.AsyncClient, config: ClientConfig, call: Call
-    ) -> httpx.Response:
-        content = _achunks(call.body) if call.body is not None else None
-        request = client.build_request(
-            call.method,
-            self._url(config, call),
-            params=call.params,
-            json=call.json,
-            content=content,
-            headers=_instructions.request_headers(call),
-        )
-        try:
-            response = await client.send(request)
-        except httpx.TransportError as exc:
-            raise _errors.transport_error(exc, call.method, request.url) from exc
-        if response.is_error:
-            raise _errors.error_for_response(response, call.method, config.api_key)
-        return response
-
-    async def _arequest(self, call: Call) -> httpx.Response:
-        """Send one API call, retrying per the policy; the only async code that sends requests."""
-        config = await self.aconfig()
-        client = await self.aget_conn()
-        retrying = tenacity.AsyncRetrying(**self._policy(config).tenacity_kwargs(call))
-        return await retrying(self._asend_once, client, config, call)
-
-    async def _astream(self, instruction: Stream) -> StreamOutcome:
-        config = await self.aconfig()
-        client = await self.aget_conn()
-        state = instruction.state
-        request = client.build_request("GET", instruction.url, headers=_transfer.range_headers(state))
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            return StreamOutcome(0, False, _errors.transport_error(exc, "GET", request.url))
-        try:
-            early = _transfer.begin_stream(response, state)
-            if early is not None:
-                if early.error is None and not early.complete and early.status != 403:
-                    await response.aread()
-                    early.error = _errors.error_for_response(response, "GET", config.api_key)
-                return early
-            try:
-                async for chunk in response.aiter_raw(_transfer.CHUNK_SIZE):
-                    # Disk writes leave the loop free for other triggers/tasks.
-                    await asyncio.to_thread(state.write, chunk)
-            except httpx.TransportError as exc:
-                return StreamOutcome(
-                    response.status_code, False, _errors.transport_error(exc, "GET", request.url)
-                )
-            return _transfer.end_stream(response.status_code, state, "GET", instruction.url)
-        finally:
-            await response.aclose()
-
-    async def _arun(self, plan: Plan[T]) -> T:
-        """Drive a plan asynchronously; the twin of :meth:`_run`."""
-        try:
-            instruction = next(plan)
-            while True:
-                try:
-                    if isinstance(instruction, Call):
-                        result: Any = await self._arequest(instruction)
-                    elif isinstance(instruction, Sleep):
-                        await asyncio.sleep(instruction.seconds)
-                        result = None
-                    elif isinstance(instruction, Blocking):
-                        result = await asyncio.to_thread(instruction.func)
-                    elif isinstance(instruction, Stream):
-                        result = await self._astream(instruction)
-                    else:  # pragma: no cover - a programming error in a plan
-                        raise TypeError(f"unknown plan instruction {instruction!r}")
-                except BabouError as exc:
-                    instruction = plan.throw(exc)
-                else:
-                    instruction = plan.send(result)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            # Lets a plan abandoned by an unexpected error or a cancellation clean up its files.
-            plan.close()
-
-    # ------------------------------------------------------------------ lifecycle
+        return _budget.budget_for(_budget.budget_key(config.base_url, config.api_key), config.rate_limit)
 
     def close(self) -> None:
-        """Close the sync client (the hook opens a new one if used again)."""
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        """Close the sync client (a later call opens a new one)."""
+        if self._client is not None:
+            self._client.close()
 
     async def aclose(self) -> None:
-        """Close the async client of the running event loop."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
-
-    def __enter__(self) -> BabouHook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+        """Leave the triggerer's shared client (closed when its last wait leaves) and the sync one."""
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await _async.release(shared)
         self.close()
 
-    async def __aenter__(self) -> BabouHook:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    # ------------------------------------------------------------------ connection helpers
-
-    def test_connection(self) -> tuple[bool, str]:
-        """Make one cheap authenticated GET (``/projects?limit=1``) and say what is wrong, if anything."""
-        try:
-            config = self.config
-        except BabouError as exc:
-            return False, str(exc)
-        return self._run(_plans.test_connection_plan(config.base_url))
-
-    async def atest_connection(self) -> tuple[bool, str]:
-        """Async :meth:`test_connection`."""
-        try:
-            config = await self.aconfig()
-        except BabouError as exc:
-            return False, str(exc)
-        return await self._arun(_plans.test_connection_plan(config.base_url))
-
     def dashboard_url(self, project_id: str) -> str | None:
-        """Link to the project in the Babou dashboard, from the connection's template (or ``None``)."""
+        """The project's page in the Babou dashboard (``dashboard_url_template``), if configured."""
         template = self.config.dashboard_url_template
         return template.format(project_id=project_id) if template else None
 
-    async def adashboard_url(self, project_id: str) -> str | None:
-        """Async :meth:`dashboard_url`."""
-        template = (await self.aconfig()).dashboard_url_template
-        return template.format(project_id=project_id) if template else None
+    # ------------------------------------------------------------------ the one request method
 
-    # ------------------------------------------------------------------ projects
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        body: UploadBody | None = None,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send one API request, retrying transient faults by time; the only sync code that sends.
+
+        GETs retry every transient fault; POSTs only what surely did not take effect (not sent,
+        429, 503). Waits grow exponentially with jitter, or follow ``Retry-After``; retries stop
+        after ``retry_deadline`` seconds, and never sleep past :attr:`deadline`.
+        """
+        config, client, budget = self.config, self.get_conn(), self.budget
+        url = config.base_url + path
+        headers = {"Content-Type": "application/json"} if json is not None else {}
+        if body is not None:
+            headers.update({"Content-Type": body.content_type, "Content-Length": str(body.size)})
+
+        def attempt() -> httpx.Response:
+            budget.wait_sync(
+                None if self.deadline is None else time.monotonic() + self.deadline - time.time()
+            )
+            content = body.chunks() if body is not None else None
+            try:
+                response = client.request(
+                    method, url, params=params, json=json, content=content, headers=headers, timeout=timeout
+                )
+            except httpx.TransportError as exc:
+                raise transport_error(exc, method, url, config.api_key) from exc
+            _async.record(budget, response)
+            if response.is_error:
+                raise error_for_response(response, method, config.api_key)
+            return response
+
+        if not retry:
+            return attempt()
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(
+                lambda exc: is_retryable(method, exc, restartable=body is None or body.restartable)
+            ),
+            wait=lambda state: self._backoff(state.attempt_number, _error(state)),
+            stop=self._stop,
+            before_sleep=lambda state: log.warning(
+                "Babou %s %s failed (%s); retry %d in %.2fs",
+                method,
+                path,
+                _error(state),
+                state.attempt_number,
+                state.upcoming_sleep,
+            ),
+            reraise=True,
+        )(attempt)
+
+    def _backoff(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds before the next attempt: the server's ``Retry-After``, else exponential with jitter."""
+        cap = self.config.max_backoff
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(float(retry_after), cap)
+        ceiling = min(cap, 0.5 * 2 ** min(attempt - 1, 30))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        """Stop when the next sleep would pass ``retry_deadline``, :attr:`deadline` or ``max_retries``."""
+        config, sleep = self.config, state.upcoming_sleep or 0.0
+        if (state.seconds_since_start or 0.0) + sleep > config.retry_deadline:
+            return True
+        if config.max_retries is not None and state.attempt_number > config.max_retries:
+            return True
+        return self.deadline is not None and time.time() + sleep >= self.deadline
+
+    def _get(self, model: type[M], path: str, **kwargs: Any) -> M:
+        return parse_model(model, self._request("GET", path, **kwargs), self.config.api_key)
+
+    def _create(self, model: type[M], path: str, what: str, check: str, **kwargs: Any) -> M:
+        """POST a non-idempotent create; an ambiguous failure is :class:`BabouOutcomeUnknownError`."""
+        try:
+            return parse_model(model, self._request("POST", path, **kwargs), self.config.api_key)
+        except BabouError as exc:
+            if not is_ambiguous(exc):
+                raise
+            raise BabouOutcomeUnknownError(
+                f"the outcome of creating {what} is unknown: {exc.message}; it may or may not exist now",
+                http_status=exc.http_status,
+                code=exc.code,
+                hint=f"{check} before trying again, so as not to create a duplicate",
+                method="POST",
+                path=path,
+            ) from exc
+
+    def _reconciled_post(
+        self, model: type[M], path: str, recover: Callable[[], M | None], what: str, **kw: Any
+    ) -> M:
+        """POST; after an ambiguous failure ask ``recover`` whether it took effect before sending again.
+
+        ``recover`` rebuilds the receipt from what Babou now shows, or says ``None`` (surely not
+        taken effect): then the POST is sent once more, and a 409 or a second ambiguous failure
+        is checked with ``recover`` again before :class:`BabouOutcomeUnknownError`.
+        """
+        errors: list[str] = []
+        for attempt in range(2):
+            try:
+                return parse_model(model, self._request("POST", path, **kw), self.config.api_key)
+            except BabouConflictError:
+                if attempt == 0:
+                    raise
+                # Our resend was refused because something is in flight: maybe our first POST.
+                found = recover()
+                if found is not None:
+                    return found
+                raise
+            except BabouError as exc:
+                if not is_ambiguous(exc):
+                    raise
+                errors.append(exc.message)
+                log.warning(
+                    "Babou POST %s outcome unknown (%s); checking what Babou shows", path, exc.message
+                )
+            found = recover()
+            if found is not None:
+                return found
+        raise BabouOutcomeUnknownError(
+            f"{what} failed ambiguously and Babou shows no sign of it ({'; '.join(errors)})",
+            method="POST",
+            path=path,
+            hint="check in the Babou dashboard before trying again",
+        )
+
+    def _pages(
+        self, path: str, key: str, model: type[M], params: dict[str, Any], page_size: int
+    ) -> Iterator[M]:
+        """Every item of a paginated list; a server that ignores ``offset`` is caught, not followed."""
+        seen: set[tuple[str, ...]] = set()
+        offset = 0
+        for number in itertools.count():
+            response = self._request("GET", path, params={**params, "limit": page_size, "offset": offset})
+            page: Page[M] = parse_page(model, response, key, self.config.api_key)
+            ids = tuple(str(getattr(item, "id", "")) for item in page.items)
+            if (ids and ids in seen) or number >= MAX_PAGES:
+                raise BabouServerError(
+                    f"{path} returned the same page twice or did not end after {number} pages",
+                    hint="the server seems to ignore 'offset'; report it to Babou",
+                    method="GET",
+                    path=path,
+                )
+            seen.add(ids)
+            yield from page.items
+            offset += len(page.items)
+            total = page.pagination.total if page.pagination else None
+            if (
+                not page.items
+                or (total is not None and offset >= total)
+                or (total is None and len(ids) < page_size)
+            ):
+                return
+
+    # ------------------------------------------------------------------ projects and chapters
 
     def create_project(
         self, *, name: str, description: str | None = None, settings: dict[str, Any] | None = None
     ) -> Project:
-        """Create a project; an ambiguous failure raises ``BabouOutcomeUnknownError`` (no retry).
-
-        :param name: 1-30 characters.
-        :param description: up to 1000 characters.
-        :param settings: reserved by Babou for future use.
-        """
-        return self._run(_plans.create_project(name, description, settings))
-
-    async def acreate_project(
-        self, *, name: str, description: str | None = None, settings: dict[str, Any] | None = None
-    ) -> Project:
-        """Async :meth:`create_project`."""
-        return await self._arun(_plans.create_project(name, description, settings))
+        """Create a project; an ambiguous failure raises ``BabouOutcomeUnknownError`` (no resend)."""
+        body: dict[str, Any] = {"name": check_name("project", name)}
+        if check_description(description) is not None:
+            body["description"] = description
+        if check_settings(settings) is not None:
+            body["settings"] = settings
+        return self._create(Project, "/projects", f"project {name!r}", "list the projects", json=body)
 
     def get_project(self, project_id: str) -> Project:
-        """Get a project.
-
-        :param project_id: the project id.
-        """
-        return self._run(_plans.get_project(project_id))
-
-    async def aget_project(self, project_id: str) -> Project:
-        """Async :meth:`get_project`."""
-        return await self._arun(_plans.get_project(project_id))
+        """Get a project."""
+        return self._get(Project, f"/projects/{check_id('project', project_id)}")
 
     def list_projects(self, *, limit: int = 20, offset: int = 0) -> Page[Project]:
-        """List one page of projects (tolerant of a bare array or a ``data`` list).
-
-        :param limit: page size, 1-100.
-        :param offset: projects to skip.
-        """
-        return self._run(_plans.list_projects(limit, offset))
-
-    async def alist_projects(self, *, limit: int = 20, offset: int = 0) -> Page[Project]:
-        """Async :meth:`list_projects`."""
-        return await self._arun(_plans.list_projects(limit, offset))
+        """List one page of projects (tolerant of a bare array or a ``data`` list)."""
+        check_page(limit, offset)
+        response = self._request("GET", "/projects", params={"limit": limit, "offset": offset})
+        return parse_page(Project, response, "projects", self.config.api_key)
 
     def iter_projects(self, *, page_size: int = 100) -> Iterator[Project]:
-        """Yield every project, page after page.
-
-        :param page_size: projects per request, 1-100.
-        """
-        offset: int | None = 0
-        while offset is not None:
-            page = self.list_projects(limit=page_size, offset=offset)
-            yield from page.items
-            offset = _responses.next_offset(page, offset, page_size)
-
-    async def aiter_projects(self, *, page_size: int = 100) -> AsyncIterator[Project]:
-        """Async :meth:`iter_projects`."""
-        offset: int | None = 0
-        while offset is not None:
-            page = await self.alist_projects(limit=page_size, offset=offset)
-            for project in page.items:
-                yield project
-            offset = _responses.next_offset(page, offset, page_size)
+        """Yield every project, page after page."""
+        check_page(page_size, 0)
+        return self._pages("/projects", "projects", Project, {}, page_size)
 
     def find_projects(self, *, name: str) -> list[Project]:
-        """Return the projects named exactly ``name``, newest first (to reuse one by name).
-
-        :param name: the exact project name.
-        """
-        return self._run(_plans.find_projects(name))
-
-    async def afind_projects(self, *, name: str) -> list[Project]:
-        """Async :meth:`find_projects`."""
-        return await self._arun(_plans.find_projects(name))
-
-    # ------------------------------------------------------------------ chapters and prompts
+        """Return the projects named exactly ``name``, newest first."""
+        found = [p for p in self.iter_projects() if p.name == name]
+        return sorted(found, key=lambda p: aware(p.created_at, datetime.min), reverse=True)
 
     def create_chapter(self, project_id: str, *, name: str, duration: int | None = None) -> Chapter:
-        """Create a chapter; an ambiguous failure raises ``BabouOutcomeUnknownError`` (no retry).
-
-        :param project_id: the project.
-        :param name: 1-30 characters.
-        :param duration: positive whole seconds, optional.
-        """
-        return self._run(_plans.create_chapter(project_id, name, duration))
-
-    async def acreate_chapter(self, project_id: str, *, name: str, duration: int | None = None) -> Chapter:
-        """Async :meth:`create_chapter`."""
-        return await self._arun(_plans.create_chapter(project_id, name, duration))
+        """Create a chapter; an ambiguous failure raises ``BabouOutcomeUnknownError`` (no resend)."""
+        pid = check_id("project", project_id)
+        body: dict[str, Any] = {"name": check_name("chapter", name)}
+        if check_duration(duration) is not None:
+            body["duration"] = duration
+        path = f"/projects/{pid}/chapters"
+        return self._create(Chapter, path, f"chapter {name!r}", f"list the chapters of {pid}", json=body)
 
     def get_chapter(self, project_id: str, chapter_id: str) -> Chapter:
-        """Get a chapter with its prompts.
-
-        :param project_id: the project.
-        :param chapter_id: the chapter.
-        """
-        return self._run(_plans.get_chapter(project_id, chapter_id))
-
-    async def aget_chapter(self, project_id: str, chapter_id: str) -> Chapter:
-        """Async :meth:`get_chapter`."""
-        return await self._arun(_plans.get_chapter(project_id, chapter_id))
+        """Get a chapter with its prompts."""
+        return self._get(
+            Chapter, f"/projects/{check_id('project', project_id)}/chapters/{check_id('chapter', chapter_id)}"
+        )
 
     def list_chapters(self, project_id: str) -> list[Chapter]:
-        """List a project's chapters (in creation order).
+        """List a project's chapters, in creation order."""
+        response = self._request("GET", f"/projects/{check_id('project', project_id)}/chapters")
+        return parse_page(Chapter, response, "chapters", self.config.api_key).items
 
-        :param project_id: the project.
-        """
-        return self._run(_plans.list_chapters(project_id))
-
-    async def alist_chapters(self, project_id: str) -> list[Chapter]:
-        """Async :meth:`list_chapters`."""
-        return await self._arun(_plans.list_chapters(project_id))
+    # ------------------------------------------------------------------ prompts and exports
 
     def submit_prompt(
         self, project_id: str, chapter_id: str, *, content: str, force: bool = False
     ) -> PromptReceipt:
-        """Submit a prompt; after an ambiguous failure, reconcile from the chapter (never a duplicate).
+        """Submit a prompt; after an ambiguous failure, reconcile from the chapter (never a duplicate)."""
+        pid, cid = check_id("project", project_id), check_id("chapter", chapter_id)
+        check_prompt(content)
+        since = datetime.now(timezone.utc).replace(microsecond=0) - RECONCILE_SKEW
 
-        :param project_id: the project.
-        :param chapter_id: the chapter.
-        :param content: 1-5000 characters describing what to build.
-        :param force: replace a prompt already in flight on this chapter.
-        """
-        return self._run(_plans.submit_prompt(project_id, chapter_id, content, force))
+        def recover() -> PromptReceipt | None:
+            prompt = self.get_chapter(pid, cid).latest_prompt(content, since)
+            if prompt is None:
+                return None
+            status = (
+                prompt.status
+                if prompt.status not in (None, PromptStatus.UNKNOWN)
+                else PromptStatus.PROCESSING
+            )
+            return PromptReceipt(
+                prompt_id=prompt.id, status=status, message="recovered after an ambiguous failure"
+            )
 
-    async def asubmit_prompt(
-        self, project_id: str, chapter_id: str, *, content: str, force: bool = False
-    ) -> PromptReceipt:
-        """Async :meth:`submit_prompt`."""
-        return await self._arun(_plans.submit_prompt(project_id, chapter_id, content, force))
+        path = f"/projects/{pid}/chapters/{cid}/prompt"
+        json = {"content": content, "force": bool(force)}
+        return self._reconciled_post(PromptReceipt, path, recover, "submitting the prompt", json=json)
 
     def find_prompt(self, project_id: str, chapter_id: str, *, content: str) -> Prompt | None:
-        """Return the latest prompt of the chapter with exactly this content, if any.
+        """Return the latest prompt of the chapter with exactly this content, if any."""
+        return self.get_chapter(project_id, chapter_id).latest_prompt(content)
 
-        :param project_id: the project.
-        :param chapter_id: the chapter.
-        :param content: the exact prompt text.
-        """
-        return self._run(_plans.find_prompt(project_id, chapter_id, content))
+    def get_export(self, project_id: str) -> Export:
+        """Get the project's export status (404 before any export)."""
+        return self.observe(ExportTarget(project_id))
 
-    async def afind_prompt(self, project_id: str, chapter_id: str, *, content: str) -> Prompt | None:
-        """Async :meth:`find_prompt`."""
-        return await self._arun(_plans.find_prompt(project_id, chapter_id, content))
-
-    # ------------------------------------------------------------------ exports
+    def find_export(self, project_id: str) -> Export | None:
+        """Get the project's export status, or ``None`` before any export."""
+        try:
+            return self.get_export(project_id)
+        except BabouNotFoundError:
+            return None
 
     def start_export(self, project_id: str) -> ExportReceipt:
         """Start rendering the project; 409 while one is in flight; reconciles after an ambiguous failure.
 
-        :param project_id: the project.
+        The export status is read first, so that after a lost answer an export that is in flight,
+        or finished but not the one seen before, is known to be ours; an unchanged one is not.
         """
-        return self._run(_plans.start_export(project_id))
+        pid = check_id("project", project_id)
+        before = self.find_export(pid)
 
-    async def astart_export(self, project_id: str) -> ExportReceipt:
-        """Async :meth:`start_export`."""
-        return await self._arun(_plans.start_export(project_id))
+        def recover() -> ExportReceipt | None:
+            now = self.find_export(pid)
+            if now is None or (
+                not now.in_flight and before is not None and now.fingerprint() == before.fingerprint()
+            ):
+                return None
+            return ExportReceipt(status=now.status, message="recovered after an ambiguous failure")
 
-    def get_export(self, project_id: str) -> Export:
-        """Get the project's export status (404 before any export).
-
-        :param project_id: the project.
-        """
-        return self._run(_plans.get_export(project_id))
-
-    async def aget_export(self, project_id: str) -> Export:
-        """Async :meth:`get_export`."""
-        return await self._arun(_plans.get_export(project_id))
-
-    def _max_resumes(self) -> int:
-        return max(3, self.config.max_retries)
-
-    def download_export(
-        self, project_id: str, destination: Any, *, overwrite: bool = False
-    ) -> DownloadResult:
-        """Download the completed export's MP4, streamed, resumable and atomic.
-
-        The file is written beside the destination under a temporary name, resumed with
-        ``Range`` after a dropped connection, checked against the announced length and renamed
-        into place; an expired URL is refreshed once from the export status.
-
-        :param project_id: the project.
-        :param destination: a local path or an ``ObjectStoragePath`` (remote ones are filled from
-            a local temporary file).
-        :param overwrite: replace an existing destination instead of raising ``BabouInputError``.
-        """
-        return self._run(_plans.download_export(project_id, destination, overwrite, self._max_resumes()))
-
-    async def adownload_export(
-        self, project_id: str, destination: Any, *, overwrite: bool = False
-    ) -> DownloadResult:
-        """Async :meth:`download_export`."""
-        await self.aconfig()
-        return await self._arun(
-            _plans.download_export(project_id, destination, overwrite, self._max_resumes())
-        )
+        return self._reconciled_post(ExportReceipt, f"/projects/{pid}/export", recover, "starting the export")
 
     # ------------------------------------------------------------------ assets
 
     def upload_asset(self, source: Any, *, content_type: str | None = None) -> Asset:
-        """Upload a media file, streamed (never read whole into memory).
-
-        Babou names every uploaded asset ``uploaded-file``: no filename can be sent.
+        """Upload a media file, streamed; Babou names every upload ``uploaded-file``.
 
         :param source: a path, a binary file object (read from its current position) or an
             ``ObjectStoragePath``.
         :param content_type: the MIME type; guessed from the name when omitted.
         """
-        return self._run(_plans.upload_asset(source, content_type))
-
-    async def aupload_asset(self, source: Any, *, content_type: str | None = None) -> Asset:
-        """Async :meth:`upload_asset`."""
-        plan = await asyncio.to_thread(_plans.upload_asset, source, content_type)
-        return await self._arun(plan)
+        body = upload_body(source, content_type)
+        return self._create(Asset, "/assets", "an asset", "list the newest assets", body=body)
 
     def get_asset(self, asset_id: str) -> Asset:
-        """Get an asset.
-
-        :param asset_id: the asset id.
-        """
-        return self._run(_plans.get_asset(asset_id))
-
-    async def aget_asset(self, asset_id: str) -> Asset:
-        """Async :meth:`get_asset`."""
-        return await self._arun(_plans.get_asset(asset_id))
+        """Get an asset."""
+        return self.observe(AssetTarget(asset_id))
 
     def list_assets(
         self, *, limit: int = 20, offset: int = 0, content_type: str | None = None, state: str | None = None
     ) -> Page[Asset]:
-        """List one page of assets.
-
-        :param limit: page size, 1-100.
-        :param offset: assets to skip.
-        :param content_type: exact MIME type filter.
-        :param state: state filter (``uploading``, ``processing``, ``ready``, ``error``/``failed``).
-        """
-        return self._run(_plans.list_assets(limit, offset, content_type, state))
-
-    async def alist_assets(
-        self, *, limit: int = 20, offset: int = 0, content_type: str | None = None, state: str | None = None
-    ) -> Page[Asset]:
-        """Async :meth:`list_assets`."""
-        return await self._arun(_plans.list_assets(limit, offset, content_type, state))
+        """List one page of assets (``contentType`` and ``state`` filters as the docs name them)."""
+        check_page(limit, offset)
+        params = {"limit": limit, "offset": offset, **asset_filters(content_type, state)}
+        return parse_page(
+            Asset, self._request("GET", "/assets", params=params), "assets", self.config.api_key
+        )
 
     def iter_assets(
         self, *, content_type: str | None = None, state: str | None = None, page_size: int = 100
     ) -> Iterator[Asset]:
-        """Yield every asset matching the filters, page after page.
+        """Yield every asset matching the filters, page after page."""
+        check_page(page_size, 0)
+        return self._pages("/assets", "assets", Asset, asset_filters(content_type, state), page_size)
 
-        :param content_type: exact MIME type filter.
-        :param state: state filter.
-        :param page_size: assets per request, 1-100.
+    # ------------------------------------------------------------------ download
+
+    def download_export(
+        self, project_id: str, destination: Any, *, overwrite: bool = False
+    ) -> DownloadResult:
+        """Download the completed export's MP4: streamed, resumed with ``Range``, checked, atomic.
+
+        The destination is checked before any request and the file moved into place at the end
+        (see :func:`._download.download`); an expired URL is refreshed once from the export status.
         """
-        offset: int | None = 0
-        while offset is not None:
-            page = self.list_assets(limit=page_size, offset=offset, content_type=content_type, state=state)
-            yield from page.items
-            offset = _responses.next_offset(page, offset, page_size)
+        return _download.download(self, check_id("project", project_id), destination, overwrite=overwrite)
 
-    async def aiter_assets(
-        self, *, content_type: str | None = None, state: str | None = None, page_size: int = 100
-    ) -> AsyncIterator[Asset]:
-        """Async :meth:`iter_assets`."""
-        offset: int | None = 0
-        while offset is not None:
-            page = await self.alist_assets(
-                limit=page_size, offset=offset, content_type=content_type, state=state
-            )
-            for asset in page.items:
-                yield asset
-            offset = _responses.next_offset(page, offset, page_size)
+    # ------------------------------------------------------------------ waits
 
-    # ------------------------------------------------------------------ blocking waits
+    def observe(self, target: WaitTarget, *, retry: bool = True, timeout: float | None = None) -> Any:
+        """Make a wait's one GET and parse it (the chapter, the export or the asset)."""
+        return parse_model(
+            target.model, self._request("GET", target.path, retry=retry, timeout=timeout), self.config.api_key
+        )
+
+    def look(self, target: WaitTarget, clock: WaitClock) -> tuple[Any, WaitState]:
+        """One wait step: observe and judge; transient errors are tried again in place as ``clock`` allows."""
+        while True:
+            try:
+                obj = self.observe(target, retry=False, timeout=clock.request_timeout(self.config.timeout))
+            except BabouError as err:
+                delay = clock.failed(err)  # raises when not tolerated
+                if clock.remaining() <= 0:
+                    raise
+                log.warning(
+                    "Checking %s failed (%d tolerated in a row): %s", target.describe(), clock.failures, err
+                )
+                time.sleep(delay)
+                continue
+            return obj, target.judge(obj)
+
+    def wait(
+        self, target: WaitTarget, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float, max_failures: int = 5
+    ) -> Any:
+        """Poll ``target`` until done; return the object, raise its failure or ``BabouWaitTimeoutError``."""
+        clock = WaitClock(time.time() + timeout, poll, max_failures)
+        while True:
+            try:
+                obj, state = self.look(target, clock)
+            except TRANSIENT_ERRORS as err:
+                raise BabouWaitTimeoutError(
+                    f"{target.describe()}: no answer before the deadline ({err})"
+                ) from err
+            if state.done and state.succeeded:
+                return obj
+            if state.done:
+                raise BabouJobFailedError(state.failure(target.describe()), code=state.state.upper())
+            delay = clock.observed()
+            if clock.remaining() <= 0:
+                raise BabouWaitTimeoutError(
+                    f"{target.describe()} is still {state.state} after {timeout:g} s",
+                    hint="wait longer, or check it in the Babou dashboard",
+                )
+            log.info("Babou %s is %r; next poll in %.1f s", target.describe(), state.state, delay)
+            time.sleep(delay)
 
     def wait_for_prompt(
         self,
@@ -705,80 +602,58 @@ class BabouHook(BaseHook):
         poll: PollPolicy = _DEFAULT_POLL,
         timeout: float = 900,
     ) -> Chapter:
-        """Poll the chapter until the prompt completes; return the chapter.
-
-        :param project_id: the project.
-        :param chapter_id: the chapter.
-        :param prompt_id: the prompt (``PromptReceipt.prompt_id``).
-        :param poll: polling cadence.
-        :param timeout: seconds before ``BabouWaitTimeoutError``; a failed prompt raises
-            ``BabouJobFailedError``.
-        """
-        return self._run(_plans.wait_for_prompt(project_id, chapter_id, prompt_id, poll, timeout))
-
-    async def await_for_prompt(
-        self,
-        project_id: str,
-        chapter_id: str,
-        prompt_id: str,
-        *,
-        poll: PollPolicy = _DEFAULT_POLL,
-        timeout: float = 900,
-    ) -> Chapter:
-        """Async :meth:`wait_for_prompt`."""
-        return await self._arun(_plans.wait_for_prompt(project_id, chapter_id, prompt_id, poll, timeout))
+        """Poll the chapter until the prompt completes; return the chapter."""
+        chapter: Chapter = self.wait(
+            PromptTarget(project_id, chapter_id, prompt_id), poll=poll, timeout=timeout
+        )
+        return chapter
 
     def wait_for_export(
         self, project_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 1800
     ) -> Export:
-        """Poll the export status until it completes; return it (with ``download_url``).
-
-        :param project_id: the project.
-        :param poll: polling cadence.
-        :param timeout: seconds before ``BabouWaitTimeoutError``; a failed export raises
-            ``BabouJobFailedError``.
-        """
-        return self._run(_plans.wait_for_export(project_id, poll, timeout))
-
-    async def await_for_export(
-        self, project_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 1800
-    ) -> Export:
-        """Async :meth:`wait_for_export`."""
-        return await self._arun(_plans.wait_for_export(project_id, poll, timeout))
+        """Poll the export status until it completes; return it (with ``download_url``)."""
+        export: Export = self.wait(ExportTarget(project_id), poll=poll, timeout=timeout)
+        return export
 
     def wait_for_asset(
         self, asset_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 600
     ) -> Asset:
-        """Poll the asset until it is ready; return it.
+        """Poll the asset until it is ready; return it."""
+        asset: Asset = self.wait(AssetTarget(asset_id), poll=poll, timeout=timeout)
+        return asset
 
-        :param asset_id: the asset.
-        :param poll: polling cadence.
-        :param timeout: seconds before ``BabouWaitTimeoutError``; a failed asset raises
-            ``BabouJobFailedError``.
+    async def aobserve(self, target: WaitTarget, *, due: float, timeout: float) -> Any:
+        """The triggerer's one GET for a wait, over the client and budget shared by every wait on the key.
+
+        :param due: when (``time.monotonic()``) this poll was due: the most overdue goes first.
+        :param timeout: seconds for the whole call, the wait for a token included.
         """
-        return self._run(_plans.wait_for_asset(asset_id, poll, timeout))
+        if self._shared is None:
+            self._shared = await _async.acquire(await self.aconfig(), self._async_transport)
+        return await _async.get(self._shared, target, due=due, timeout=timeout)
 
-    async def await_for_asset(
-        self, asset_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 600
-    ) -> Asset:
-        """Async :meth:`wait_for_asset`."""
-        return await self._arun(_plans.wait_for_asset(asset_id, poll, timeout))
+    def test_connection(self) -> tuple[bool, str]:
+        """Make one cheap authenticated GET (no retries) and say what is wrong, if anything."""
+        try:
+            base_url = self.config.base_url
+            self._request("GET", "/projects", params={"limit": 1}, retry=False)
+        except BabouInputError as exc:
+            return False, str(exc)
+        except BabouTransportError as exc:
+            return False, f"cannot reach {self.config.base_url}: {exc.message} ({exc.hint})"
+        except BabouError as exc:
+            return False, f"Babou answered with an error: {exc}"
+        return True, f"Connected to Babou at {base_url}"
 
 
-async def _achunks(body: _transfer.UploadBody) -> AsyncIterator[bytes]:
-    """Async twin of :meth:`UploadBody.chunks`: file reads run in a worker thread."""
-    stream = await asyncio.to_thread(body.open)
-    try:
-        remaining = body.size
-        while remaining > 0:
-            chunk = await asyncio.to_thread(stream.read, min(_transfer.CHUNK_SIZE, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        if body.closes:
-            await asyncio.to_thread(stream.close)
+def _error(state: tenacity.RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
+
+
+def asset_filters(content_type: str | None, state: str | None) -> dict[str, str]:
+    """The List Assets query filters that were given (``contentType`` is camelCase in the docs)."""
+    filters = {"contentType": content_type, "state": getattr(state, "value", state)}
+    return {k: v for k, v in filters.items() if v is not None}
 
 
 __all__ = ["BabouHook"]

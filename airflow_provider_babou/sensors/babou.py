@@ -17,9 +17,14 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_babou._compat import AirflowSensorTimeout, RetryAwareResumeMixin, conf
 from airflow_provider_babou.exceptions import BabouJobFailedError
 from airflow_provider_babou.hooks.babou import BabouHook
-from airflow_provider_babou.polling import WaitState, asset_state, export_state, prompt_state
+from airflow_provider_babou.polling import (
+    PollPolicy,
+    WaitClock,
+    WaitTarget,
+    check_max_failures,
+    check_seconds,
+)
 from airflow_provider_babou.triggers.babou import (
-    TRANSIENT_ERRORS,
     BabouAssetTrigger,
     BabouExportTrigger,
     BabouPollTrigger,
@@ -34,20 +39,19 @@ __all__ = ["BabouAssetSensor", "BabouExportSensor", "BabouPromptSensor"]
 
 
 class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
-    """Shared poke/defer logic; subclasses say which object to check and which trigger to defer on.
+    """Shared poke/defer logic; subclasses keep their ids in attributes named as their trigger's ids.
 
-    A subclass keeps the ids of its object in attributes named as its trigger's ``id_fields``.
+    A poke is one wait step (:meth:`BabouHook.look`): transient errors are tried again in place,
+    up to ``max_consecutive_failures`` in a row, so the limit holds in reschedule mode too, where
+    every poke runs on a new instance.
 
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: first delay between two checks, in seconds; also the default
-        ``poke_interval`` in poke and reschedule modes. The trigger backs off from it up to
-        ``max_poll_interval``.
+        ``poke_interval``. The trigger backs off from it up to ``max_poll_interval``.
     :param max_poll_interval: the longest delay between two polls of the trigger, in seconds.
-    :param max_consecutive_failures: transient errors (transport, 5xx, 429) tolerated in a row
-        before the sensor fails.
-    :param timeout: the sensor's own timeout in seconds (``BaseSensorOperator``); in deferrable
-        mode it becomes the trigger's wall-clock deadline.
+    :param max_consecutive_failures: transient errors (transport, 5xx, 429) tolerated in a row.
+    :param timeout: the sensor's own timeout in seconds; in deferrable mode the trigger's deadline.
     """
 
     ui_color = "#f4e9ff"
@@ -69,60 +73,35 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
         super().__init__(**kwargs)
         self.babou_conn_id = babou_conn_id
         self.deferrable = deferrable
+        self.policy = PollPolicy(poll_interval, 1.5, max(max_poll_interval, poll_interval))
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
-        self.max_consecutive_failures = max_consecutive_failures
-        self._consecutive_failures = 0
+        self.max_consecutive_failures = check_max_failures(max_consecutive_failures)
+        check_seconds("timeout", self.timeout)
+        check_seconds("poke_interval", self.poke_interval)
 
     @cached_property
     def hook(self) -> BabouHook:
-        """The Babou hook, built on first use (no I/O at DAG parse time) and kept across pokes."""
+        """The Babou hook, built on first use (no I/O at DAG parse time)."""
         return BabouHook(babou_conn_id=self.babou_conn_id)
 
-    def _check(self) -> WaitState:
-        """Make one GET and judge the object."""
-        raise NotImplementedError
-
-    def _describe(self) -> str:
-        """Name the waited-on object with its ids, for messages."""
-        raise NotImplementedError
-
-    def _trigger(self, end_time: float) -> BabouPollTrigger:
-        """Build the trigger that waits for the same object until ``end_time``."""
-        return self.trigger_class(
-            babou_conn_id=self.babou_conn_id,
-            **{name: getattr(self, name) for name in self.trigger_class.id_fields},
-            end_time=end_time,
-            poll_interval=float(self.poll_interval),
-            max_poll_interval=float(max(self.max_poll_interval, self.poll_interval)),
-            max_consecutive_failures=int(self.max_consecutive_failures),
-        )
+    @property
+    def target(self) -> WaitTarget:
+        """What this sensor waits for."""
+        return self.trigger_class.target_class(**{n: getattr(self, n) for n in self.trigger_class.id_fields})
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        """Check the object once: done returns its JSON, a Babou failure raises, else ``False``."""
-        try:
-            state = self._check()
-        except TRANSIENT_ERRORS as err:
-            # The hook already retried; one more bad poke should not fail a long wait, many should.
-            self._consecutive_failures += 1
-            if self._consecutive_failures > self.max_consecutive_failures:
-                raise
-            self.log.warning(
-                "Checking %s failed (%d/%d tolerated in a row): %s",
-                self._describe(),
-                self._consecutive_failures,
-                self.max_consecutive_failures,
-                err,
-            )
-            return False
-        self._consecutive_failures = 0
+        """Check once: done returns the object's JSON, a Babou failure raises, else ``False``."""
+        target = self.target
+        clock = WaitClock(time.time() + self.timeout, self.policy, self.max_consecutive_failures)
+        obj, state = self.hook.look(target, clock)
         if not state.done:
-            self.log.info("Babou %s is %r", self._describe(), state.state)
+            self.log.info("Babou %s is %r", target.describe(), state.state)
             return False
         if state.succeeded:
-            self.log.info("Babou %s is %s", self._describe(), state.state)
-            return PokeReturnValue(is_done=True, xcom_value=state.payload)
-        raise BabouJobFailedError(state.failure(self._describe()))
+            self.log.info("Babou %s is %s", target.describe(), state.state)
+            return PokeReturnValue(is_done=True, xcom_value=obj.model_dump(mode="json"))
+        raise BabouJobFailedError(state.failure(target.describe()))
 
     def execute(self, context: Context) -> Any:
         """Poke (poke/reschedule modes), or poke once and defer on the trigger (deferrable)."""
@@ -133,26 +112,33 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
             if isinstance(outcome, PokeReturnValue):
                 return outcome.xcom_value
             self.record_deferring_try(context)
-            self.defer(
-                # The deadline lives in the trigger as wall-clock time: a framework timeout would
-                # skip execute_complete and lose the "what was pending" message.
-                trigger=self._trigger(time.time() + self.timeout),
-                method_name="execute_complete",
-                timeout=None,
-            )
+            kwargs: dict[str, Any] = {
+                **self.target.ids(),
+                "end_time": time.time() + self.timeout,
+                "poll_interval": float(self.policy.interval),
+                "max_poll_interval": float(self.policy.max_interval),
+                "max_consecutive_failures": self.max_consecutive_failures,
+            }
+            trigger = self.trigger_class(babou_conn_id=self.babou_conn_id, **kwargs)
+            # The deadline lives in the trigger as wall-clock time: a framework timeout would
+            # skip execute_complete and lose the "what was pending" message.
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=None)
         finally:
             self._close_hook()
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume from the trigger: return the object on success, raise on any other outcome.
+        """Resume: return what a poke returns (the object, read again), or raise the wait's outcome.
 
         :raises AirflowSensorTimeout: the deadline passed (the sensor does not retry).
         :raises BabouJobFailedError: Babou reported the job failed.
         :raises BabouError: the wait broke (bad key, unknown id, too many transient errors).
         """
-        result = raise_for_event(event, timeout_error=AirflowSensorTimeout)
-        self.log.info("%s", (event or {}).get("message", ""))
-        return result
+        raise_for_event(event, timeout_error=AirflowSensorTimeout)
+        try:
+            result: dict[str, Any] = self.hook.observe(self.target).model_dump(mode="json")
+            return result
+        finally:
+            self._close_hook()
 
     def _close_hook(self) -> None:
         # Only close a hook that was built: touching the cached_property would create one.
@@ -183,12 +169,6 @@ class BabouPromptSensor(_BabouSensor):
         self.chapter_id = chapter_id
         self.prompt_id = prompt_id
 
-    def _check(self) -> WaitState:
-        return prompt_state(self.hook.get_chapter(self.project_id, self.chapter_id), self.prompt_id)
-
-    def _describe(self) -> str:
-        return f"prompt {self.prompt_id} (chapter {self.chapter_id}, project {self.project_id})"
-
 
 class BabouExportSensor(_BabouSensor):
     """Wait for a project's export to complete; returns the export (with ``download_url``).
@@ -208,12 +188,6 @@ class BabouExportSensor(_BabouSensor):
         super().__init__(**kwargs)
         self.project_id = project_id
 
-    def _check(self) -> WaitState:
-        return export_state(self.hook.get_export(self.project_id))
-
-    def _describe(self) -> str:
-        return f"export of project {self.project_id}"
-
 
 class BabouAssetSensor(_BabouSensor):
     """Wait for an uploaded asset to be ``ready``; returns the asset.
@@ -232,9 +206,3 @@ class BabouAssetSensor(_BabouSensor):
     def __init__(self, *, asset_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.asset_id = asset_id
-
-    def _check(self) -> WaitState:
-        return asset_state(self.hook.get_asset(self.asset_id))
-
-    def _describe(self) -> str:
-        return f"asset {self.asset_id}"

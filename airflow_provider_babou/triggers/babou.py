@@ -16,6 +16,8 @@ Operators and sensors turn that event into a return value or an exception with
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -25,14 +27,22 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_babou import exceptions as babou_exceptions
 from airflow_provider_babou.exceptions import (
     BabouError,
+    BabouInputError,
     BabouJobFailedError,
-    BabouRateLimitError,
-    BabouServerError,
-    BabouTransportError,
     BabouWaitTimeoutError,
 )
 from airflow_provider_babou.hooks.babou import BabouHook
-from airflow_provider_babou.polling import PollPolicy, WaitState, asset_state, export_state, prompt_state
+from airflow_provider_babou.polling import (
+    TRANSIENT_ERRORS,
+    AssetTarget,
+    ExportTarget,
+    PollPolicy,
+    PromptTarget,
+    WaitClock,
+    WaitState,
+    WaitTarget,
+    check_max_failures,
+)
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -42,6 +52,7 @@ __all__ = [
     "BabouExportTrigger",
     "BabouPollTrigger",
     "BabouPromptTrigger",
+    "describe_event",
     "raise_for_event",
     "validate_event",
 ]
@@ -49,25 +60,17 @@ __all__ = [
 #: The closed set of ``status`` values a Babou trigger event can carry.
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "timeout", "error"})
 
-#: Errors that may go away on their own: a wait tolerates a few of them in a row.
-TRANSIENT_ERRORS: tuple[type[BabouError], ...] = (
-    BabouTransportError,
-    BabouServerError,
-    BabouRateLimitError,
-)
-
 
 class BabouEventError(BabouError):
     """A task resumed with a missing or malformed trigger event (not something Babou said)."""
 
 
 class BabouPollTrigger(BaseTrigger):
-    """Poll one Babou object with a GET until it is terminal, the deadline passes or polling breaks.
+    """Poll one Babou object until it is terminal, the deadline passes or polling breaks.
 
-    Subclasses say which ids they carry (:attr:`id_fields`, set as attributes before calling this
-    ``__init__``), which GET to make (:meth:`_observe`) and how to name the object in messages
-    (:meth:`_describe`); the poll kwargs, the serialisation, the loop, the poll cadence, the error
-    tolerance and the event shape live here only.
+    Each round is the wait step of :mod:`~airflow_provider_babou.polling`: one GET through
+    :meth:`BabouHook.aobserve` (no retry inside: this loop is the retry), judged by the target.
+    Subclasses only name their ids and :attr:`target_class`.
 
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     :param end_time: absolute wall-clock deadline, UNIX seconds; past it a ``timeout`` event fires.
@@ -82,6 +85,7 @@ class BabouPollTrigger(BaseTrigger):
     kind: ClassVar[str] = "object"
     #: The names of the id arguments, in constructor order (serialised and copied into events).
     id_fields: ClassVar[tuple[str, ...]] = ()
+    target_class: ClassVar[type[WaitTarget]]
 
     def __init__(
         self,
@@ -94,30 +98,21 @@ class BabouPollTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         self.babou_conn_id = babou_conn_id
+        if (
+            isinstance(end_time, bool)
+            or not isinstance(end_time, (int, float))
+            or not math.isfinite(end_time)
+        ):
+            raise BabouInputError(f"end_time must be a finite UNIX time, got {end_time!r}")
         self.end_time = float(end_time)
-        self.poll_interval = float(poll_interval)
-        self.poll_backoff = float(poll_backoff)
+        # Checked now, so a bad cadence (NaN, inf, <= 0) fails at defer() on the worker, not later.
+        self.policy = PollPolicy(poll_interval, poll_backoff, max_poll_interval)
+        self.poll_interval, self.poll_backoff = float(poll_interval), float(poll_backoff)
         self.max_poll_interval = float(max_poll_interval)
-        self.max_consecutive_failures = int(max_consecutive_failures)
-        if self.max_consecutive_failures < 0:
-            raise ValueError(f"max_consecutive_failures must be >= 0, got {max_consecutive_failures}")
-        # Built now so a bad cadence fails at defer() time on the worker, not later in the triggerer.
-        self.policy = PollPolicy(self.poll_interval, self.poll_backoff, self.max_poll_interval)
-
-    # -- what subclasses provide -------------------------------------------------------------
-
-    def _describe(self) -> str:
-        """Name the waited-on object with its ids, for messages."""
-        raise NotImplementedError
-
-    async def _observe(self, hook: BabouHook) -> WaitState:
-        """Make the one GET and judge the answer."""
-        raise NotImplementedError
-
-    # -- serialisation -----------------------------------------------------------------------
+        self.max_consecutive_failures = check_max_failures(max_consecutive_failures)
+        self.target = self.target_class(**self._ids())
 
     def _ids(self) -> dict[str, str]:
-        """Return the ids of the waited-on object, in constructor order (also copied into events)."""
         return {name: getattr(self, name) for name in self.id_fields}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -135,141 +130,90 @@ class BabouPollTrigger(BaseTrigger):
             },
         )
 
-    # -- the loop ----------------------------------------------------------------------------
-
     def _make_hook(self) -> BabouHook:
-        """Build the hook for one wait; a method so tests can substitute a scripted hook."""
+        """Build the hook of one wait; a method so unit tests can give it a scripted transport."""
         return BabouHook(babou_conn_id=self.babou_conn_id)
 
     def _event(
-        self, status: str, message: str, state: str, elapsed: float, obj: dict[str, Any] | None, **extra: Any
+        self, status: str, message: str, clock: WaitClock, last: WaitState | None, **extra: Any
     ) -> TriggerEvent:
-        payload: dict[str, Any] = {
-            "status": status,
-            "message": message,
-            "state": state,
-            "elapsed": round(elapsed, 3),
-            "object": obj,
-            **self._ids(),
-            **extra,
-        }
-        return TriggerEvent(payload)
+        return TriggerEvent(
+            {
+                "status": status,
+                "message": message,
+                "state": last.state if last else "unknown",
+                "elapsed": round(clock.elapsed(), 3),
+                "object": (last.payload or None) if last else None,
+                **self._ids(),
+                **extra,
+            }
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until done and yield exactly one event (see the module docstring for its shape)."""
-        started = time.monotonic()
-        delays = self.policy.delays()
-        failures = 0
-        last_state = "unknown"
-        last_object: dict[str, Any] | None = None
-        # One hook, thus one HTTP client and its keep-alive connection, for the whole wait: a
-        # triggerer hosts many waits and a new connection per poll would multiply TLS handshakes.
+        what = self.target.describe()
+        clock = WaitClock(self.end_time, self.policy, self.max_consecutive_failures)
+        last: WaitState | None = None
         hook = self._make_hook()
-        self.log.info(
-            "Waiting for Babou %s for at most %.0f s more", self._describe(), self.end_time - time.time()
-        )
+        due = time.monotonic()
+        self.log.info("Waiting for Babou %s for at most %.0f s", what, clock.remaining())
         try:
             while True:
-                delay = next(delays)
                 try:
-                    observed = await self._observe(hook)
-                except TRANSIENT_ERRORS as err:
-                    failures += 1
-                    if failures > self.max_consecutive_failures:
+                    config = await hook.aconfig()
+                    obj = await hook.aobserve(
+                        self.target, due=due, timeout=clock.request_timeout(config.timeout)
+                    )
+                    last = self.target.judge(obj)
+                    if last.done:
+                        yield self._outcome(last, clock)
+                        return
+                    delay = clock.observed()
+                except BabouError as err:
+                    try:
+                        delay = clock.failed(err)
+                    except BabouError:
                         yield self._event(
                             "error",
-                            f"Gave up waiting for {self._describe()} after {failures} failed polls "
-                            f"in a row (last state {last_state!r}): {err}",
-                            last_state,
-                            time.monotonic() - started,
-                            last_object,
+                            f"Stopped waiting for {what}: {err}",
+                            clock,
+                            last,
                             error_type=type(err).__name__,
                         )
                         return
-                    retry_after = getattr(err, "retry_after", None)
-                    if retry_after:
-                        # Babou said when to come back; polling earlier would only earn another 429.
-                        delay = max(delay, float(retry_after))
-                    self.log.warning(
-                        "Babou %s poll failed (%d/%d tolerated in a row), retrying in %.1f s: %s",
-                        self.kind,
-                        failures,
-                        self.max_consecutive_failures,
-                        delay,
-                        err,
-                    )
-                except BabouError as err:
-                    # Auth, not found, validation...: polling again cannot fix these.
-                    yield self._event(
-                        "error",
-                        f"Stopped waiting for {self._describe()}: {err}",
-                        last_state,
-                        time.monotonic() - started,
-                        last_object,
-                        error_type=type(err).__name__,
-                    )
-                    return
+                    self.log.warning("Polling %s failed (%d in a row): %s", what, clock.failures, err)
                 except Exception as err:
-                    # A bug or an unparseable answer: report it as an event so the task fails with
-                    # a message instead of the trigger dying and the task waiting for nothing.
-                    self.log.exception("Unexpected error while polling %s", self._describe())
-                    yield self._event(
-                        "error",
-                        f"Stopped waiting for {self._describe()}: {type(err).__name__}: {err}",
-                        last_state,
-                        time.monotonic() - started,
-                        last_object,
-                        error_type=type(err).__name__,
-                    )
+                    # A bug or an unparseable answer: an event, so the task fails with a message
+                    # instead of waiting for a trigger that died.
+                    self.log.exception("Unexpected error while polling %s", what)
+                    message = f"Stopped waiting for {what}: {type(err).__name__}: {err}"
+                    yield self._event("error", message, clock, last, error_type=type(err).__name__)
                     return
-                else:
-                    failures = 0
-                    last_state = observed.state
-                    last_object = observed.payload or None
-                    elapsed = time.monotonic() - started
-                    if observed.done:
-                        yield self._outcome(observed, elapsed)
-                        return
-
-                remaining = self.end_time - time.time()
-                elapsed = time.monotonic() - started
-                if remaining <= 0:
-                    yield self._event(
-                        "timeout",
-                        f"Timed out after {elapsed:.1f} s waiting for {self._describe()}: "
-                        f"still {last_state!r} at the deadline",
-                        last_state,
-                        elapsed,
-                        last_object,
-                    )
+                if clock.remaining() <= 0:
+                    state = last.state if last else "unknown"
+                    message = f"Timed out after {clock.elapsed():.1f} s waiting for {what}: still {state!r}"
+                    yield self._event("timeout", message, clock, last)
                     return
-                # Never sleep past the deadline: the last poll happens right at it.
-                sleep_for = min(delay, remaining)
-                self.log.info(
-                    "Babou %s is %r after %.1f s; next poll in %.1f s",
-                    self._describe(),
-                    last_state,
-                    elapsed,
-                    sleep_for,
-                )
-                await asyncio.sleep(sleep_for)
+                self.log.info("Babou %s is %r; next poll in %.1f s", what, last and last.state, delay)
+                await asyncio.sleep(delay)
+                due = time.monotonic()
         finally:
             await hook.aclose()
 
-    def _outcome(self, observed: WaitState, elapsed: float) -> TriggerEvent:
-        if observed.succeeded:
-            message = f"{self._describe()} is {observed.state} after {elapsed:.1f} s"
-            if observed.message:
-                message += f": {observed.message}"
-            status = "success"
-        else:
-            message = observed.failure(self._describe())
-            status = "failed"
-        return self._event(status, message, observed.state, elapsed, observed.payload or None)
+    def _outcome(self, observed: WaitState, clock: WaitClock) -> TriggerEvent:
+        what = self.target.describe()
+        if not observed.succeeded:
+            return self._event("failed", observed.failure(what), clock, observed)
+        message = f"{what} is {observed.state} after {clock.elapsed():.1f} s"
+        return self._event(
+            "success", message + (f": {observed.message}" if observed.message else ""), clock, observed
+        )
 
     async def on_kill(self) -> None:
-        """Do nothing remotely: Babou has no cancel endpoint; ``run()`` closes its client itself."""
-        self.log.info("Babou has no cancel endpoint; %s keeps running on Babou's side", self._describe())
+        """Do nothing remotely: Babou has no cancel endpoint; ``run()`` releases its client itself."""
+        self.log.info(
+            "Babou has no cancel endpoint; %s keeps running on Babou's side", self.target.describe()
+        )
 
 
 class BabouPromptTrigger(BabouPollTrigger):
@@ -284,6 +228,7 @@ class BabouPromptTrigger(BabouPollTrigger):
 
     kind = "prompt"
     id_fields = ("project_id", "chapter_id", "prompt_id")
+    target_class = PromptTarget
 
     def __init__(
         self,
@@ -297,19 +242,10 @@ class BabouPromptTrigger(BabouPollTrigger):
         max_poll_interval: float = 30.0,
         max_consecutive_failures: int = 5,
     ) -> None:
-        self.project_id = project_id
-        self.chapter_id = chapter_id
-        self.prompt_id = prompt_id
+        self.project_id, self.chapter_id, self.prompt_id = project_id, chapter_id, prompt_id
         super().__init__(
             babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
         )
-
-    def _describe(self) -> str:
-        return f"prompt {self.prompt_id} (chapter {self.chapter_id}, project {self.project_id})"
-
-    async def _observe(self, hook: BabouHook) -> WaitState:
-        chapter = await hook.aget_chapter(self.project_id, self.chapter_id)
-        return prompt_state(chapter, self.prompt_id)
 
 
 class BabouExportTrigger(BabouPollTrigger):
@@ -322,6 +258,7 @@ class BabouExportTrigger(BabouPollTrigger):
 
     kind = "export"
     id_fields = ("project_id",)
+    target_class = ExportTarget
 
     def __init__(
         self,
@@ -338,12 +275,6 @@ class BabouExportTrigger(BabouPollTrigger):
             babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
         )
 
-    def _describe(self) -> str:
-        return f"export of project {self.project_id}"
-
-    async def _observe(self, hook: BabouHook) -> WaitState:
-        return export_state(await hook.aget_export(self.project_id))
-
 
 class BabouAssetTrigger(BabouPollTrigger):
     """Wait for an uploaded asset to be processed (``ready``) or to fail.
@@ -355,6 +286,7 @@ class BabouAssetTrigger(BabouPollTrigger):
 
     kind = "asset"
     id_fields = ("asset_id",)
+    target_class = AssetTarget
 
     def __init__(
         self,
@@ -371,11 +303,16 @@ class BabouAssetTrigger(BabouPollTrigger):
             babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
         )
 
-    def _describe(self) -> str:
-        return f"asset {self.asset_id}"
 
-    async def _observe(self, hook: BabouHook) -> WaitState:
-        return asset_state(await hook.aget_asset(self.asset_id))
+def describe_event(event: dict[str, Any]) -> str:
+    """One readable line for the task log when a task resumes: outcome, state, elapsed, ids, message."""
+    ids = ", ".join(
+        f"{k}={event[k]}" for k in ("project_id", "chapter_id", "prompt_id", "asset_id") if k in event
+    )
+    return (
+        f"Babou wait ended {str(event.get('status')).upper()} (state {event.get('state')!r}, "
+        f"{float(event.get('elapsed') or 0):.1f} s; {ids}): {event.get('message')}"
+    )
 
 
 def validate_event(event: Any) -> dict[str, Any]:
@@ -414,6 +351,7 @@ def raise_for_event(event: Any, *, timeout_error: type[Exception] = BabouWaitTim
     :raises BabouError: ``error``: the wait broke; the subclass named in ``error_type`` when known.
     """
     event = validate_event(event)
+    logging.getLogger(__name__).info("%s", describe_event(event))
     status = event["status"]
     message = str(event.get("message") or f"Babou wait ended with status {status!r}")
     if status == "success":

@@ -1,0 +1,241 @@
+"""Plain functions shared by the sync hook and the async read path: client settings, answers
+into models, failures into typed errors, and the two judgements retries and reconciliation rest on
+(:func:`was_not_sent`, :func:`is_ambiguous`). Nothing here sends a request.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import json
+import re
+import time
+from datetime import timezone
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from airflow_provider_babou import __version__
+from airflow_provider_babou.exceptions import (
+    BabouAuthError,
+    BabouConflictError,
+    BabouError,
+    BabouNotFoundError,
+    BabouRateLimitError,
+    BabouServerError,
+    BabouTransportError,
+    BabouValidationError,
+)
+from airflow_provider_babou.hooks._config import BearerAuth, ClientConfig
+from airflow_provider_babou.models import BabouModel, Page, Pagination
+
+M = TypeVar("M", bound=BabouModel)
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A POST answered with one of these surely did not take effect: the server refused it up front.
+POST_SAFE_STATUSES = frozenset({429, 503})
+# Transport errors raised before the request could reach the server.
+NOT_SENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+TEXT_CUT = 200
+
+_KEY_RE = re.compile(r"sk-bab-[^\s\"'<>,;&]*")
+_BEARER_RE = re.compile(r"(?i)bearer\s+[^\s\"'<>,;&]+")
+_TAG_RE = re.compile(r"<[^>]*>")
+_SPACE_RE = re.compile(r"\s+")
+
+
+def client_kwargs(config: ClientConfig) -> dict[str, Any]:
+    """Settings of every client, sync or async: timeout, User-Agent, the key for the API origin only."""
+    try:
+        from airflow import __version__ as airflow_version
+    except ImportError:  # pragma: no cover
+        airflow_version = "unknown"
+    agent = f"airflow-provider-babou/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
+    return {
+        "timeout": httpx.Timeout(config.timeout),
+        "headers": {"User-Agent": agent},
+        "auth": BearerAuth(config.api_key, config.api_origin),
+        "follow_redirects": False,
+    }
+
+
+def scrub(text: str, secret: str | None = None) -> str:
+    """Remove the key, and anything shaped like a Babou key or a bearer token, from server text."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _BEARER_RE.sub("Bearer ***", _KEY_RE.sub("sk-bab-***", text))
+
+
+def _short(text: str, secret: str | None) -> str:
+    # Scrubbed before the cut, so a cut can never leave a prefix of the key behind.
+    cleaned = scrub(_SPACE_RE.sub(" ", html.unescape(_TAG_RE.sub(" ", text))).strip(), secret)
+    return cleaned if len(cleaned) <= TEXT_CUT else cleaned[:TEXT_CUT] + "..."
+
+
+def _head(response: httpx.Response) -> str:
+    return f"{response.status_code} {response.reason_phrase or ''}".strip()
+
+
+def _load(text: str) -> Any:
+    """JSON text -> value; ``ValueError`` for anything unparseable, however deeply nested."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Read ``Retry-After`` as seconds or an HTTP-date; ``None`` when absent, garbled or not finite."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
+
+
+_AUTH_HINTS = {
+    "INVALID_API_KEY_FORMAT": "Babou keys start with 'sk-bab-'; copy the key again from the dashboard",
+    "API_KEY_EXPIRED": "the key has expired: create a new one in the Babou dashboard "
+    "(Settings -> API Keys) and store it in the connection",
+    "UNAUTHORIZED": "the key is unknown or revoked: check the connection's API Key",
+}
+_BY_STATUS: dict[int, type[BabouError]] = {
+    401: BabouAuthError,
+    404: BabouNotFoundError,
+    409: BabouConflictError,
+    429: BabouRateLimitError,
+}
+
+
+def error_for_response(response: httpx.Response, method: str, secret: str | None = None) -> BabouError:
+    """Map an error response to its typed exception, JSON envelope or not, with every text scrubbed."""
+    status = response.status_code
+    text = response.text if response.content else ""
+    try:
+        payload = _load(text) if text.strip() else None
+    except ValueError:
+        payload = None
+    code = hint = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), (str, dict)):
+        err = payload["error"]
+        if isinstance(err, dict):  # tolerate a nested envelope, though the docs say flat
+            payload, err = {**payload, **err}, err.get("message") or err.get("error") or ""
+        message = _short(str(err), secret) or _head(response)
+        code = _short(payload["code"], secret) if isinstance(payload.get("code"), str) else None
+        hint = _short(payload["hint"], secret) if isinstance(payload.get("hint"), str) else None
+    else:
+        body = f"non-JSON body: {_short(text, secret)}" if text.strip() else "empty body"
+        message = f"{_head(response)} ({body})"
+    kwargs: dict[str, Any] = {"http_status": status, "code": code, "hint": hint, "method": method}
+    kwargs["path"] = response.request.url.path if response.request is not None else ""
+    if status == 401:
+        kwargs["hint"] = hint or _AUTH_HINTS.get(code or "", _AUTH_HINTS["UNAUTHORIZED"])
+    if status == 429:
+        kwargs["retry_after"] = parse_retry_after(response.headers.get("Retry-After"))
+    cls = _BY_STATUS.get(status) or (BabouServerError if status >= 500 else BabouValidationError)
+    return cls(message, **kwargs)
+
+
+def transport_error(
+    exc: Exception, method: str, url: httpx.URL | str, secret: str | None
+) -> BabouTransportError:
+    """Wrap an httpx transport failure; the original stays as ``__cause__`` for retry decisions."""
+    if isinstance(exc, NOT_SENT_ERRORS):
+        hint = "check that the Base URL is right and the host is reachable"
+    elif isinstance(exc, httpx.TimeoutException):
+        hint = "the request timed out; raise the connection's timeout extra if this persists"
+    else:
+        hint = "the connection failed mid-request"
+    detail = _short(str(exc), secret) or type(exc).__name__
+    error = BabouTransportError(
+        f"{type(exc).__name__}: {detail}", method=method, path=httpx.URL(url).path, hint=hint
+    )
+    error.__cause__ = exc
+    return error
+
+
+def was_not_sent(error: BaseException) -> bool:
+    """Whether a failure surely happened before the request reached the server."""
+    return isinstance(error, BabouTransportError) and isinstance(error.__cause__, NOT_SENT_ERRORS)
+
+
+def is_ambiguous(error: BaseException) -> bool:
+    """Whether a failed POST may nonetheless have taken effect (a timeout or drop, 500/502/504)."""
+    if isinstance(error, BabouTransportError):
+        return not was_not_sent(error)
+    return isinstance(error, BabouServerError) and error.http_status not in POST_SAFE_STATUSES
+
+
+def is_transient(error: BabouError) -> bool:
+    """Whether an error may go away on its own: no usable answer, 429 or a 5xx."""
+    return isinstance(error, BabouTransportError) or error.http_status in RETRYABLE_STATUSES
+
+
+def is_retryable(method: str, error: BaseException, *, restartable: bool = True) -> bool:
+    """The retry rule: GETs retry every transient fault, POSTs only what surely did not take effect."""
+    if not isinstance(error, BabouError) or not restartable:
+        return False
+    if method == "GET":
+        return is_transient(error)
+    return was_not_sent(error) or error.http_status in POST_SAFE_STATUSES
+
+
+def _bad_body(response: httpx.Response, message: str) -> BabouServerError:
+    return BabouServerError(
+        message,
+        http_status=response.status_code,
+        method=response.request.method,
+        path=response.request.url.path,
+    )
+
+
+def parse_json(response: httpx.Response, secret: str | None = None) -> Any:
+    """Decode a success body; a non-JSON or absurdly nested 2xx is a server fault, said clearly."""
+    try:
+        return _load(response.text)
+    except ValueError as exc:
+        raise _bad_body(
+            response, f"{_head(response)} (unreadable JSON: {_short(str(exc), secret)})"
+        ) from None
+
+
+def parse_model(model: type[M], response: httpx.Response, secret: str | None = None) -> M:
+    """Validate a success body against ``model``, with a typed error when the shape is wrong."""
+    try:
+        return model.model_validate(parse_json(response, secret))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _bad_body(
+            response, f"unexpected {model.__name__} in the response: {first['loc']} {first['msg']}"
+        ) from None
+
+
+def parse_page(model: type[M], response: httpx.Response, key: str, secret: str | None = None) -> Page[M]:
+    """Parse a list tolerantly: ``{key: [...]}``, ``{"data": [...]}`` or a bare array; pagination optional."""
+    data = parse_json(response, secret)
+    items = data if isinstance(data, list) else None
+    pagination = None
+    if isinstance(data, dict):
+        items = next((data[k] for k in (key, "data", "items") if isinstance(data.get(k), list)), None)
+        try:
+            pagination = Pagination.model_validate(data["pagination"]) if "pagination" in data else None
+        except ValidationError:
+            pagination = None
+    if items is None:
+        raise _bad_body(response, f"unexpected list response: no {key!r} or 'data' list")
+    try:
+        return Page[model](items=[model.model_validate(i) for i in items], pagination=pagination)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        raise _bad_body(
+            response, f"unexpected {model.__name__} in the list: {exc.errors()[0]['msg']}"
+        ) from None

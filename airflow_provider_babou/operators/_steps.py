@@ -1,0 +1,225 @@
+"""The steps operators share, written once with one set of reuse rules.
+
+Babou has no idempotency keys, so each step asks what already exists before writing:
+
+* a project is found by this task instance's run marker (or by name), else created;
+* a chapter is found by name, else created;
+* a prompt with the same content that is processing or completed is attached to, else submitted;
+* an export in flight is attached to, else started.
+
+After an ambiguous create (the answer lost), the same check runs again within the try and the
+create is re-sent only when nothing is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
+
+from airflow_provider_babou.exceptions import (
+    BabouConflictError,
+    BabouError,
+    BabouInputError,
+    BabouNotFoundError,
+    BabouOutcomeUnknownError,
+)
+from airflow_provider_babou.hooks._transfer import check_destination, is_remote
+from airflow_provider_babou.links import BabouVideoLink
+from airflow_provider_babou.models import Chapter, Project, PromptStatus
+from airflow_provider_babou.validation import DESCRIPTION_MAX
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow.sdk import Context
+
+    from airflow_provider_babou.hooks.babou import BabouHook
+
+log = logging.getLogger(__name__)
+
+#: How often an ambiguous create is checked and re-sent within one try.
+CREATE_ATTEMPTS = 3
+
+
+def run_marker(context: Context) -> str:
+    """Return the marker naming this task instance's run, e.g. ``[airflow:ab12cd34ef56]``.
+
+    Derived from dag id, task id, run id and map index: every try of a task instance (retries and
+    clears) gets the same marker, and different runs never share one.
+    """
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    raw = "\x1f".join(
+        (str(ti.dag_id), str(ti.task_id), str(ti.run_id), str(-1 if map_index is None else map_index))
+    )
+    return f"[airflow:{hashlib.sha256(raw.encode()).hexdigest()[:12]}]"
+
+
+def description_with_marker(description: str | None, marker: str) -> str:
+    """Append the run marker, refusing (not truncating) a description that would get too long."""
+    if not description:
+        return marker
+    full = f"{description} {marker}"
+    if len(full) > DESCRIPTION_MAX:
+        raise BabouInputError(
+            f"project description is {len(description)} characters; with the run marker {marker!r} "
+            f"it would exceed Babou's {DESCRIPTION_MAX}",
+            hint=f"shorten it to {DESCRIPTION_MAX - len(marker) - 1} characters, or pass reuse='name'",
+        )
+    return full
+
+
+def _create_or_find(create: Callable[[], Any], find: Callable[[], Any] | None, what: str) -> tuple[Any, bool]:
+    """Return ``(found, True)`` or ``(created, False)``; an ambiguous create is checked, then re-sent."""
+    error: BabouOutcomeUnknownError | None = None
+    for _ in range(CREATE_ATTEMPTS):
+        found = find() if find is not None else None
+        if found is not None:
+            return found, error is None  # found after our own lost answer: we created it
+        try:
+            return create(), False
+        except BabouOutcomeUnknownError as exc:
+            if find is None:
+                raise
+            error = exc
+            log.warning(
+                "Creating %s: the answer was lost (%s); checking whether it exists", what, exc.message
+            )
+    assert error is not None
+    raise error
+
+
+def ensure_project(
+    hook: BabouHook, *, name: str, description: str | None, settings: Any, reuse: str, marker: str | None
+) -> tuple[Project, bool]:
+    """Return the project to use and whether it already existed (``description`` carries ``marker``)."""
+    find: Callable[[], Project | None] | None = None
+    if reuse == "run" and marker:
+        marked = marker
+        find = lambda: next((p for p in hook.iter_projects() if marked in (p.description or "")), None)  # noqa: E731
+    elif reuse == "name":
+        find = lambda: next(iter(hook.find_projects(name=name)), None)  # noqa: E731
+    return _create_or_find(
+        lambda: hook.create_project(name=name, description=description, settings=settings),
+        find,
+        f"project {name!r}",
+    )
+
+
+def ensure_chapter(
+    hook: BabouHook, project_id: str, *, name: str, duration: int | None, reuse: str = "name"
+) -> tuple[Chapter, bool]:
+    """Return the project's chapter named ``name`` (``reuse="name"``), else create it."""
+    find = None
+    if reuse == "name":
+        find = lambda: next((c for c in hook.list_chapters(project_id) if c.name == name), None)  # noqa: E731
+    return _create_or_find(
+        lambda: hook.create_chapter(project_id, name=name, duration=duration), find, f"chapter {name!r}"
+    )
+
+
+def submit_or_attach(
+    hook: BabouHook, project_id: str, chapter_id: str, content: str, *, force: bool
+) -> tuple[str, PromptStatus, bool]:
+    """Attach to a live prompt with this content, or submit it; return ``(prompt_id, status, reused)``.
+
+    A prompt with the same content that is processing or completed is reused (a retry never
+    submits twice); a failed one is submitted anew.
+    """
+    chapter = hook.get_chapter(project_id, chapter_id)
+    existing = chapter.latest_prompt(content)
+    if existing is not None and chapter.prompt_status(existing.id) is not PromptStatus.FAILED:
+        return existing.id, chapter.prompt_status(existing.id), True
+    try:
+        receipt = hook.submit_prompt(project_id, chapter_id, content=content, force=force)
+    except BabouConflictError as err:
+        err.hint = (
+            f"another prompt is still processing on chapter {chapter_id}; wait for it to finish, "
+            "or pass force=True to cancel it and run this one"
+        )
+        raise
+    return receipt.prompt_id, receipt.status, False
+
+
+def start_or_attach_export(hook: BabouHook, project_id: str, *, reuse_completed: bool) -> str:
+    """Make sure an export is in flight or done; say which: ``attached``, ``reused`` or ``started``.
+
+    :param reuse_completed: take a completed export as this task's (a retry that changed nothing).
+    """
+    if hook.get_project(project_id).active_export_id:
+        return "attached"
+    if reuse_completed:
+        export = hook.find_export(project_id)
+        if export is not None and export.status.is_success:
+            return "reused"
+    try:
+        hook.start_export(project_id)
+    except BabouConflictError:
+        return "attached"  # started meanwhile, e.g. by an earlier try whose answer was lost
+    return "started"
+
+
+def as_location(value: Any) -> Any:
+    """Turn a templated ``scheme://...`` string into an :class:`ObjectStoragePath`; keep anything else."""
+    if isinstance(value, str) and "://" in value:
+        return ObjectStoragePath(value)
+    return value
+
+
+def checked_destination(destination: Any, *, overwrite: bool) -> Any:
+    """Check a destination before any remote work; missing parent directories are allowed (created later)."""
+    destination = as_location(destination)
+    check_destination(destination, overwrite=overwrite, create_parents=True)
+    return destination
+
+
+def download(
+    operator: BaseOperator,
+    context: Context,
+    hook: BabouHook,
+    project_id: str,
+    destination: Any,
+    *,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """Download the export, store the video link, emit the outlet Asset events; return the JSON result."""
+    export = hook.get_export(project_id)
+    if not export.status.is_success:
+        raise BabouError(
+            f"the export of project {project_id} is {export.status.value!r}, not completed"
+            + (f": {export.error}" if export.error else ""),
+            hint="run BabouStartExportOperator (wait_for_completion=True) before downloading",
+        )
+    if is_remote(destination):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        os.makedirs(
+            os.path.dirname(os.path.abspath(os.fspath(getattr(destination, "path", destination)))),
+            exist_ok=True,
+        )
+    try:
+        downloaded = hook.download_export(project_id, destination, overwrite=overwrite)
+    except OSError as exc:  # the disk filled up, or permissions changed since the check
+        raise BabouError(f"cannot write the video of project {project_id} to {destination}: {exc}") from exc
+    except BabouNotFoundError:
+        raise
+    BabouVideoLink.persist(context, export.download_url)
+    extra: dict[str, Any] = {
+        "project_id": project_id,
+        "size": downloaded.size,
+        "sha256": downloaded.sha256,
+        "path": downloaded.path,
+    }
+    outlet_events = context.get("outlet_events")
+    if outlet_events is not None:
+        for outlet in operator.outlets:
+            if isinstance(outlet, Asset):
+                outlet_events[outlet].extra = dict(extra)
+    operator.log.info(
+        "Downloaded %s (%d bytes, sha256 %s)", downloaded.path, downloaded.size, downloaded.sha256
+    )
+    return {**downloaded.model_dump(mode="json"), "download_url": export.download_url}

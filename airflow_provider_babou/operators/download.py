@@ -1,0 +1,60 @@
+"""Download a project's completed export (the MP4) to a local path or object storage."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_babou.links import BabouProjectLink, BabouVideoLink
+from airflow_provider_babou.operators._common import BabouBaseOperator
+from airflow_provider_babou.operators._steps import checked_destination, download
+from airflow_provider_babou.validation import check_id
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class BabouDownloadExportOperator(BabouBaseOperator):
+    """Download a project's completed export (the MP4) to a local path or object storage.
+
+    Missing parent directories are created. The hook writes to a temporary file beside the
+    destination, resumes interrupted transfers and renames atomically, so a retry never leaves a
+    half-written video at ``destination``. Each
+    :class:`~airflow.sdk.Asset` in ``outlets`` gets an event whose extra carries ``project_id``,
+    ``size``, ``sha256`` and ``path``.
+
+    Returns ``{path, size, sha256, project_id, download_url}``.
+
+    :param project_id: the exported project.
+    :param destination: a file path or an :class:`~airflow.sdk.ObjectStoragePath` (``s3://...``
+        strings are turned into one).
+    :param overwrite: replace an existing file at ``destination`` instead of failing.
+    :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
+    """
+
+    template_fields: Sequence[str] = ("project_id", "destination")
+    operator_extra_links = (BabouProjectLink(), BabouVideoLink())
+
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        destination: str | os.PathLike[str] | ObjectStoragePath,
+        overwrite: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.project_id = project_id
+        self.destination = destination
+        self.overwrite = overwrite
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        project_id = check_id("project", self.project_id)
+        destination = checked_destination(self.destination, overwrite=self.overwrite)
+        with self.session() as hook:
+            self.push(context, project_id=project_id)
+            self.persist_project_link(context, hook, project_id)
+            return download(self, context, hook, project_id, destination, overwrite=self.overwrite)
