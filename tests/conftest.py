@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,16 +60,31 @@ def airflow_db() -> None:
 
 
 @pytest.fixture
-def babou_conn(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point the ``babou_default`` connection (env, no DB) at the reset emulator as ALICE; return its id."""
-    conn = {
-        "conn_type": "babou",
-        "host": emulator.api_url,
-        "password": ALICE,
-        "extra": {"dashboard_url_template": "https://app.babou.test/projects/{project_id}"},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_BABOU_DEFAULT", json.dumps(conn))
-    return "babou_default"
+def make_conn(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """Define a Babou connection (env, no DB) to the reset emulator; return its id.
+
+    ``make_conn("babou_x", key=BOB, host=..., timeout=5)``: extras are keyword arguments;
+    ``key=None`` defines a connection without a password.
+    """
+
+    def make(
+        conn_id: str = "babou_default", *, key: str | None = ALICE, host: str | None = None, **extra: Any
+    ) -> str:
+        conn: dict[str, Any] = {"conn_type": "babou", "host": host or emulator.api_url}
+        if key is not None:
+            conn["password"] = key
+        if extra:
+            conn["extra"] = extra
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return conn_id
+
+    return make
+
+
+@pytest.fixture
+def babou_conn(make_conn: Callable[..., str]) -> str:
+    """``babou_default`` pointed at the reset emulator as ALICE (with a dashboard template); its id."""
+    return make_conn(dashboard_url_template="https://app.babou.test/projects/{project_id}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
