@@ -44,29 +44,42 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "babou",
                 "hook-class-name": "airflow_provider_babou.hooks.babou.BabouHook",
                 "hook-name": "Babou",
+                # No "default" values: the form would save them into every connection and freeze
+                # them there; the hook applies its own defaults, named in each description.
                 "conn-fields": {
                     "timeout": {
                         "label": "Request timeout (seconds)",
-                        "description": "Timeout for one HTTP request to the Babou API.",
-                        "schema": {"type": ["number", "null"], "default": 30, "minimum": 1},
+                        "description": "Timeout of one HTTP request to the Babou API (default 30).",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
                     },
-                    "max_retries": {
-                        "label": "Max retries",
-                        "description": "Retries after a transient failure (429, 5xx, network error).",
-                        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
+                    "retry_deadline": {
+                        "label": "Retry deadline (seconds)",
+                        "description": "Longest time spent retrying one request after transient failures "
+                        "(429, 5xx, network errors), Retry-After honoured (default 300).",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
                     },
                     "max_backoff": {
                         "label": "Max backoff (seconds)",
-                        "description": "Longest single wait between retries, Retry-After included.",
-                        "schema": {"type": ["number", "null"], "default": 60, "minimum": 0},
+                        "description": "Longest wait between two retries, Retry-After included (default 30).",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "Optional cap on retries of one request; by default only the retry "
+                        "deadline bounds them.",
+                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                    },
+                    "rate_limit": {
+                        "label": "Rate limit (requests per second)",
+                        "description": "Requests per second this process sends on the key, shared by every "
+                        "task and wait; lowered on 429s and raised again slowly (default 20).",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
                     },
                     "dashboard_url_template": {
                         "label": "Dashboard URL template",
-                        "description": "Link to a project in the Babou dashboard; {project_id} is replaced.",
-                        "schema": {
-                            "type": ["string", "null"],
-                            "default": DEFAULT_DASHBOARD_URL_TEMPLATE,
-                        },
+                        "description": "Link to a project in the Babou dashboard; {project_id} is replaced. "
+                        "Empty: Babou's dashboard when the Base URL is Babou's own API, no link otherwise.",
+                        "schema": {"type": ["string", "null"]},
                     },
                 },
                 "ui-field-behaviour": {

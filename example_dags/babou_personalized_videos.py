@@ -2,9 +2,10 @@
 
 Each mapped task builds and downloads a whole video (``BabouGenerateVideoOperator`` defers
 between its stages, so waiting costs no worker slot). Deferred tasks don't count against
-``max_active_tis_per_dag``, so the fan-out is throttled with a pool instead: create it once with
-``airflow pools set babou_api 4 "Babou API rate limit"``; its size caps how many videos are
-being created at once, and so the request rate your key sees.
+``max_active_tis_per_dag``, and a pool counts them only when it is created with
+``--include-deferred``: ``airflow pools set babou_api 4 "Babou videos in flight" --include-deferred``.
+Its size then caps how many videos are in flight at once; the per-key request budget of the
+connection (``rate_limit``) caps the request rate.
 """
 
 from __future__ import annotations
