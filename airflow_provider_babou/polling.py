@@ -112,31 +112,35 @@ def asset_state(asset: Asset) -> WaitState:
 
 @dataclass(frozen=True)
 class WaitTarget:
-    """What a wait observes: the GET to make (:attr:`path`, :attr:`model`) and how to judge it."""
+    """What a wait observes: the GET to make (:attr:`path`, :attr:`model`) and how to judge the answer.
 
-    kind: ClassVar[str] = "object"
+    Subclasses are frozen dataclasses of their ids, with templates filled from those ids.
+    """
+
     model: ClassVar[type[BabouModel]] = BabouModel
+    path_template: ClassVar[str] = ""
+    describe_template: ClassVar[str] = ""
 
-    @property
-    def path(self) -> str:
-        """The path of the GET below the base URL."""
-        raise NotImplementedError
-
-    def judge(self, obj: Any) -> WaitState:
-        """Judge one parsed answer."""
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        """Name the object with its ids, for messages."""
-        raise NotImplementedError
+    def __post_init__(self) -> None:
+        for name, value in self.ids().items():
+            check_id(name.removesuffix("_id"), value)
 
     def ids(self) -> dict[str, str]:
         """The ids, as constructor keywords."""
         return dict(self.__dict__)
 
-    def __post_init__(self) -> None:
-        for name, value in self.ids().items():
-            check_id(name.removesuffix("_id"), value)
+    @property
+    def path(self) -> str:
+        """The path of the GET below the base URL."""
+        return self.path_template.format(**self.ids())
+
+    def describe(self) -> str:
+        """Name the object with its ids, for messages."""
+        return self.describe_template.format(**self.ids())
+
+    def judge(self, obj: Any) -> WaitState:
+        """Judge one parsed answer."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -146,18 +150,12 @@ class PromptTarget(WaitTarget):
     project_id: str
     chapter_id: str
     prompt_id: str
-    kind: ClassVar[str] = "prompt"
     model: ClassVar[type[BabouModel]] = Chapter
-
-    @property
-    def path(self) -> str:
-        return f"/projects/{self.project_id}/chapters/{self.chapter_id}"
+    path_template: ClassVar[str] = "/projects/{project_id}/chapters/{chapter_id}"
+    describe_template: ClassVar[str] = "prompt {prompt_id} (chapter {chapter_id}, project {project_id})"
 
     def judge(self, obj: Any) -> WaitState:
         return prompt_state(obj, self.prompt_id)
-
-    def describe(self) -> str:
-        return f"prompt {self.prompt_id} (chapter {self.chapter_id}, project {self.project_id})"
 
 
 @dataclass(frozen=True)
@@ -165,18 +163,12 @@ class ExportTarget(WaitTarget):
     """A project's export (exports are addressed by project)."""
 
     project_id: str
-    kind: ClassVar[str] = "export"
     model: ClassVar[type[BabouModel]] = Export
-
-    @property
-    def path(self) -> str:
-        return f"/projects/{self.project_id}/export"
+    path_template: ClassVar[str] = "/projects/{project_id}/export"
+    describe_template: ClassVar[str] = "export of project {project_id}"
 
     def judge(self, obj: Any) -> WaitState:
         return export_state(obj)
-
-    def describe(self) -> str:
-        return f"export of project {self.project_id}"
 
 
 @dataclass(frozen=True)
@@ -184,18 +176,12 @@ class AssetTarget(WaitTarget):
     """An uploaded asset."""
 
     asset_id: str
-    kind: ClassVar[str] = "asset"
     model: ClassVar[type[BabouModel]] = Asset
-
-    @property
-    def path(self) -> str:
-        return f"/assets/{self.asset_id}"
+    path_template: ClassVar[str] = "/assets/{asset_id}"
+    describe_template: ClassVar[str] = "asset {asset_id}"
 
     def judge(self, obj: Any) -> WaitState:
         return asset_state(obj)
-
-    def describe(self) -> str:
-        return f"asset {self.asset_id}"
 
 
 class WaitClock:

@@ -88,7 +88,9 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
     @property
     def target(self) -> WaitTarget:
         """What this sensor waits for."""
-        return self.trigger_class.target_class(**{n: getattr(self, n) for n in self.trigger_class.id_fields})
+        return self.trigger_class.target_class(
+            **{n: getattr(self, n) for n in self.trigger_class.id_fields()}
+        )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Check once: done returns the object's JSON, a Babou failure raises, else ``False``."""
@@ -153,11 +155,8 @@ class BabouPromptSensor(_BabouSensor):
     :param project_id: the project holding the chapter (templated).
     :param chapter_id: the chapter the prompt was submitted to (templated).
     :param prompt_id: the prompt's id from the submission receipt (templated).
-    :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
-    :param deferrable: wait in the triggerer instead of holding a worker slot.
-    :param poll_interval: first delay between two checks, in seconds.
-    :param max_poll_interval: the longest delay between two polls of the trigger, in seconds.
-    :param max_consecutive_failures: transient errors tolerated in a row before the sensor fails.
+    :param babou_conn_id: and the other arguments: as for the base class (connection, ``deferrable``,
+        ``poll_interval``, ``max_poll_interval``, ``max_consecutive_failures``, ``timeout``, ``mode``).
     """
 
     template_fields: Sequence[str] = ("project_id", "chapter_id", "prompt_id")
@@ -174,11 +173,8 @@ class BabouExportSensor(_BabouSensor):
     """Wait for a project's export to complete; returns the export (with ``download_url``).
 
     :param project_id: the exported project (templated).
-    :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
-    :param deferrable: wait in the triggerer instead of holding a worker slot.
-    :param poll_interval: first delay between two checks, in seconds.
-    :param max_poll_interval: the longest delay between two polls of the trigger, in seconds.
-    :param max_consecutive_failures: transient errors tolerated in a row before the sensor fails.
+    :param babou_conn_id: and the other arguments: as for the base class (connection, ``deferrable``,
+        ``poll_interval``, ``max_poll_interval``, ``max_consecutive_failures``, ``timeout``, ``mode``).
     """
 
     template_fields: Sequence[str] = ("project_id",)
@@ -193,11 +189,8 @@ class BabouAssetSensor(_BabouSensor):
     """Wait for an uploaded asset to be ``ready``; returns the asset.
 
     :param asset_id: the asset's id from the upload response (templated).
-    :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
-    :param deferrable: wait in the triggerer instead of holding a worker slot.
-    :param poll_interval: first delay between two checks, in seconds.
-    :param max_poll_interval: the longest delay between two polls of the trigger, in seconds.
-    :param max_consecutive_failures: transient errors tolerated in a row before the sensor fails.
+    :param babou_conn_id: and the other arguments: as for the base class (connection, ``deferrable``,
+        ``poll_interval``, ``max_poll_interval``, ``max_consecutive_failures``, ``timeout``, ``mode``).
     """
 
     template_fields: Sequence[str] = ("asset_id",)

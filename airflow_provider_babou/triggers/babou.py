@@ -16,6 +16,7 @@ Operators and sensors turn that event into a return value or an exception with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_babou import exceptions as babou_exceptions
+from airflow_provider_babou import polling
 from airflow_provider_babou.exceptions import (
     BabouError,
     BabouInputError,
@@ -32,17 +34,7 @@ from airflow_provider_babou.exceptions import (
     BabouWaitTimeoutError,
 )
 from airflow_provider_babou.hooks.babou import BabouHook
-from airflow_provider_babou.polling import (
-    TRANSIENT_ERRORS,
-    AssetTarget,
-    ExportTarget,
-    PollPolicy,
-    PromptTarget,
-    WaitClock,
-    WaitState,
-    WaitTarget,
-    check_max_failures,
-)
+from airflow_provider_babou.polling import TRANSIENT_ERRORS, WaitClock, WaitState
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -70,7 +62,7 @@ class BabouPollTrigger(BaseTrigger):
 
     Each round is the wait step of :mod:`~airflow_provider_babou.polling`: one GET through
     :meth:`BabouHook.aobserve` (no retry inside: this loop is the retry), judged by the target.
-    Subclasses only name their ids and :attr:`target_class`.
+    Subclasses name their :attr:`target_class` and take its ids (as positional arguments too).
 
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     :param end_time: absolute wall-clock deadline, UNIX seconds; past it a ``timeout`` event fires.
@@ -81,20 +73,18 @@ class BabouPollTrigger(BaseTrigger):
         one more ends the wait with an ``error`` event.
     """
 
-    #: What is waited on, for logs and messages ("prompt", "export", "asset").
-    kind: ClassVar[str] = "object"
-    #: The names of the id arguments, in constructor order (serialised and copied into events).
-    id_fields: ClassVar[tuple[str, ...]] = ()
-    target_class: ClassVar[type[WaitTarget]]
+    target_class: ClassVar[type[polling.WaitTarget]]
 
     def __init__(
         self,
         babou_conn_id: str,
         end_time: float,
+        *,
         poll_interval: float = 2.0,
         poll_backoff: float = 1.5,
         max_poll_interval: float = 30.0,
         max_consecutive_failures: int = 5,
+        **ids: str,
     ) -> None:
         super().__init__()
         self.babou_conn_id = babou_conn_id
@@ -106,14 +96,21 @@ class BabouPollTrigger(BaseTrigger):
             raise BabouInputError(f"end_time must be a finite UNIX time, got {end_time!r}")
         self.end_time = float(end_time)
         # Checked now, so a bad cadence (NaN, inf, <= 0) fails at defer() on the worker, not later.
-        self.policy = PollPolicy(poll_interval, poll_backoff, max_poll_interval)
+        self.policy = polling.PollPolicy(poll_interval, poll_backoff, max_poll_interval)
         self.poll_interval, self.poll_backoff = float(poll_interval), float(poll_backoff)
         self.max_poll_interval = float(max_poll_interval)
-        self.max_consecutive_failures = check_max_failures(max_consecutive_failures)
-        self.target = self.target_class(**self._ids())
+        self.max_consecutive_failures = polling.check_max_failures(max_consecutive_failures)
+        # The target checks the ids (no '..', control characters...) and keeps them, in order.
+        self.target = self.target_class(**ids)
+        self.__dict__.update(self.target.ids())
+
+    @classmethod
+    def id_fields(cls) -> tuple[str, ...]:
+        """The names of the id arguments, in constructor order (serialised and copied into events)."""
+        return tuple(f.name for f in dataclasses.fields(cls.target_class))
 
     def _ids(self) -> dict[str, str]:
-        return {name: getattr(self, name) for name in self.id_fields}
+        return self.target.ids()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath and the exact keyword arguments of ``__init__`` (primitives only)."""
@@ -219,16 +216,12 @@ class BabouPollTrigger(BaseTrigger):
 class BabouPromptTrigger(BabouPollTrigger):
     """Wait for a prompt to finish, polling its chapter (the documented way to follow a prompt).
 
-    :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     :param project_id: the project holding the chapter.
     :param chapter_id: the chapter the prompt was submitted to.
     :param prompt_id: the prompt's id (``int_...``) from the submission receipt.
-    :param end_time: and the poll arguments: as for :class:`BabouPollTrigger`.
     """
 
-    kind = "prompt"
-    id_fields = ("project_id", "chapter_id", "prompt_id")
-    target_class = PromptTarget
+    target_class = polling.PromptTarget
 
     def __init__(
         self,
@@ -237,71 +230,29 @@ class BabouPromptTrigger(BabouPollTrigger):
         chapter_id: str,
         prompt_id: str,
         end_time: float,
-        poll_interval: float = 2.0,
-        poll_backoff: float = 1.5,
-        max_poll_interval: float = 30.0,
-        max_consecutive_failures: int = 5,
+        **poll: Any,
     ) -> None:
-        self.project_id, self.chapter_id, self.prompt_id = project_id, chapter_id, prompt_id
         super().__init__(
-            babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
+            babou_conn_id, end_time, project_id=project_id, chapter_id=chapter_id, prompt_id=prompt_id, **poll
         )
 
 
 class BabouExportTrigger(BabouPollTrigger):
-    """Wait for a project's export to complete (``download_url`` set) or fail.
+    """Wait for a project's export to complete (``download_url`` set) or fail; ``project_id`` names it."""
 
-    :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
-    :param project_id: the exported project (exports are addressed by project).
-    :param end_time: and the poll arguments: as for :class:`BabouPollTrigger`.
-    """
+    target_class = polling.ExportTarget
 
-    kind = "export"
-    id_fields = ("project_id",)
-    target_class = ExportTarget
-
-    def __init__(
-        self,
-        babou_conn_id: str,
-        project_id: str,
-        end_time: float,
-        poll_interval: float = 2.0,
-        poll_backoff: float = 1.5,
-        max_poll_interval: float = 30.0,
-        max_consecutive_failures: int = 5,
-    ) -> None:
-        self.project_id = project_id
-        super().__init__(
-            babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
-        )
+    def __init__(self, babou_conn_id: str, project_id: str, end_time: float, **poll: Any) -> None:
+        super().__init__(babou_conn_id, end_time, project_id=project_id, **poll)
 
 
 class BabouAssetTrigger(BabouPollTrigger):
-    """Wait for an uploaded asset to be processed (``ready``) or to fail.
+    """Wait for an uploaded asset (``asset_id`` from the upload) to be ``ready``, or to fail."""
 
-    :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
-    :param asset_id: the asset's id (``ast_...``) from the upload response.
-    :param end_time: and the poll arguments: as for :class:`BabouPollTrigger`.
-    """
+    target_class = polling.AssetTarget
 
-    kind = "asset"
-    id_fields = ("asset_id",)
-    target_class = AssetTarget
-
-    def __init__(
-        self,
-        babou_conn_id: str,
-        asset_id: str,
-        end_time: float,
-        poll_interval: float = 2.0,
-        poll_backoff: float = 1.5,
-        max_poll_interval: float = 30.0,
-        max_consecutive_failures: int = 5,
-    ) -> None:
-        self.asset_id = asset_id
-        super().__init__(
-            babou_conn_id, end_time, poll_interval, poll_backoff, max_poll_interval, max_consecutive_failures
-        )
+    def __init__(self, babou_conn_id: str, asset_id: str, end_time: float, **poll: Any) -> None:
+        super().__init__(babou_conn_id, end_time, asset_id=asset_id, **poll)
 
 
 def describe_event(event: dict[str, Any]) -> str:
