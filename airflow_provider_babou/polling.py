@@ -8,21 +8,26 @@ when the deadline has passed: the same rules whether the loop runs in a worker o
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from airflow_provider_babou.exceptions import (
     BabouError,
     BabouInputError,
+    BabouJobFailedError,
     BabouRateLimitError,
     BabouServerError,
     BabouTransportError,
+    BabouWaitTimeoutError,
 )
 from airflow_provider_babou.models import Asset, BabouModel, Chapter, Export, ExportStatus
 from airflow_provider_babou.validation import check_id
+
+log = logging.getLogger(__name__)
 
 #: Errors that may go away on their own: a wait tolerates a few of them in a row.
 TRANSIENT_ERRORS: tuple[type[BabouError], ...] = (BabouTransportError, BabouServerError, BabouRateLimitError)
@@ -241,3 +246,48 @@ def check_max_failures(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BabouInputError(f"max_consecutive_failures must be a whole number >= 0, got {value!r}")
     return value
+
+
+def look(
+    observe: Callable[[float], Any], target: WaitTarget, clock: WaitClock, timeout: float
+) -> tuple[Any, WaitState]:
+    """One blocking wait step: ``observe(timeout)`` once and judge it; a transient error is tried
+    again in place, as long as ``clock`` tolerates it, and re-raised otherwise."""
+    while True:
+        try:
+            obj = observe(clock.request_timeout(timeout))
+        except BabouError as err:
+            delay = clock.failed(err)  # raises when not tolerated
+            if clock.remaining() <= 0:
+                raise
+            log.warning(
+                "Checking %s failed (%d tolerated in a row): %s", target.describe(), clock.failures, err
+            )
+            time.sleep(delay)
+            continue
+        return obj, target.judge(obj)
+
+
+def wait(
+    look_once: Callable[[WaitTarget], tuple[Any, WaitState]], target: WaitTarget, clock: WaitClock
+) -> Any:
+    """Take wait steps until ``target`` is done: return the object, or raise its failure or a timeout."""
+    while True:
+        try:
+            obj, state = look_once(target)
+        except TRANSIENT_ERRORS as err:
+            raise BabouWaitTimeoutError(
+                f"{target.describe()}: no answer before the deadline ({err})"
+            ) from err
+        if state.done and state.succeeded:
+            return obj
+        if state.done:
+            raise BabouJobFailedError(state.failure(target.describe()), code=state.state.upper())
+        delay = clock.observed()
+        if clock.remaining() <= 0:
+            raise BabouWaitTimeoutError(
+                f"{target.describe()} is still {state.state} after {clock.elapsed():.0f} s",
+                hint="wait longer, or check it in the Babou dashboard",
+            )
+        log.info("Babou %s is %r; next poll in %.1f s", target.describe(), state.state, delay)
+        time.sleep(delay)

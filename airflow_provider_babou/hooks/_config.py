@@ -10,13 +10,14 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from airflow_provider_babou._compat import AirflowNotFoundException, mask_secret
 from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.get_provider_info import DEFAULT_BASE_URL, DEFAULT_DASHBOARD_URL_TEMPLATE
 from airflow_provider_babou.validation import check_api_key
@@ -183,3 +184,32 @@ class BearerAuth(httpx.Auth):
         if _origin(request.url) == self._origin:
             request.headers["Authorization"] = f"Bearer {self._api_key}"
         yield request
+
+
+def _missing(conn_id: str) -> BabouInputError:
+    return BabouInputError(
+        f"Babou connection {conn_id!r} is not defined",
+        hint="create a connection of type 'babou' (API Key = sk-bab-...), e.g. the env var "
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+    )
+
+
+def resolve(hook: Any, lookup: Callable[[Any, str], Any]) -> ClientConfig:
+    """Look up ``hook.babou_conn_id`` with ``lookup(hook, conn_id)`` and resolve it (key masked first)."""
+    try:
+        conn = lookup(hook, hook.babou_conn_id)
+    except AirflowNotFoundException:
+        raise _missing(hook.babou_conn_id) from None
+    if conn.password:
+        mask_secret(conn.password)  # before anything can fail, so even a malformed key is masked
+    config = resolve_config(conn, conn_id=hook.babou_conn_id, **hook._overrides)
+    mask_secret(config.api_key)
+    return config
+
+
+async def aget(hook: Any, alookup: Callable[[Any, str], Awaitable[Any]]) -> Any:
+    """The connection of ``hook.babou_conn_id``, looked up with the async ``alookup``."""
+    try:
+        return await alookup(hook, hook.babou_conn_id)
+    except AirflowNotFoundException:
+        raise _missing(hook.babou_conn_id) from None

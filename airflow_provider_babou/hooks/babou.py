@@ -1,10 +1,7 @@
 """``BabouHook``: the one piece of the provider that speaks HTTP to Babou.
 
-Every request goes through :meth:`BabouHook._request` (auth, the key's request budget, timeout,
-the tenacity retry, error mapping). The triggerer's waits use :meth:`BabouHook.aobserve`, a GET
-over a client shared by every wait on the key (see :mod:`._async`). Plain helpers live beside this
-module: :mod:`._config` (connection), :mod:`._http` (errors, parsing), :mod:`._budget` (rate),
-:mod:`._transfer` (files). See ``docs/design.md``.
+Every request goes through :meth:`BabouHook._request`; the triggerer's waits through
+:meth:`BabouHook.aobserve` (see :mod:`._async`). See ``docs/design.md`` for the modules beside it.
 """
 
 from __future__ import annotations
@@ -22,22 +19,19 @@ import httpx
 import tenacity
 from airflow.sdk import BaseHook
 
+from airflow_provider_babou import polling
 from airflow_provider_babou._compat import (
-    AirflowNotFoundException,
     aget_connection,
     get_connection,
-    mask_secret,
 )
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
     BabouInputError,
-    BabouJobFailedError,
     BabouNotFoundError,
     BabouOutcomeUnknownError,
     BabouServerError,
     BabouTransportError,
-    BabouWaitTimeoutError,
 )
 from airflow_provider_babou.hooks import _async, _budget, _config, _download
 from airflow_provider_babou.hooks._http import (
@@ -49,10 +43,7 @@ from airflow_provider_babou.hooks._http import (
     parse_page,
     transport_error,
 )
-from airflow_provider_babou.hooks._transfer import (
-    UploadBody,
-    upload_body,
-)
+from airflow_provider_babou.hooks._transfer import UploadBody, upload_body
 from airflow_provider_babou.models import (
     Asset,
     BabouModel,
@@ -68,7 +59,6 @@ from airflow_provider_babou.models import (
     aware,
 )
 from airflow_provider_babou.polling import (
-    TRANSIENT_ERRORS,
     AssetTarget,
     ExportTarget,
     PollPolicy,
@@ -158,38 +148,18 @@ class BabouHook(BaseHook):
 
     # ------------------------------------------------------------------ connection and client
 
-    def _resolve(self, conn: Any) -> _config.ClientConfig:
-        if conn.password:
-            mask_secret(conn.password)  # before anything can fail, so even a malformed key is masked
-        config = _config.resolve_config(conn, conn_id=self.babou_conn_id, **self._overrides)
-        mask_secret(config.api_key)
-        self._config = config
-        return config
-
-    def _missing(self) -> BabouInputError:
-        return BabouInputError(
-            f"Babou connection {self.babou_conn_id!r} is not defined",
-            hint="create a connection of type 'babou' (API Key = sk-bab-...), e.g. the env var "
-            f"AIRFLOW_CONN_{self.babou_conn_id.upper()}",
-        )
-
     @property
     def config(self) -> _config.ClientConfig:
         """The resolved connection (sync lookup; async code uses :meth:`aconfig`)."""
         if self._config is None:
-            try:
-                return self._resolve(get_connection(self, self.babou_conn_id))
-            except AirflowNotFoundException:
-                raise self._missing() from None
+            self._config = _config.resolve(self, get_connection)
         return self._config
 
     async def aconfig(self) -> _config.ClientConfig:
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""
         if self._config is None:
-            try:
-                return self._resolve(await aget_connection(self, self.babou_conn_id))
-            except AirflowNotFoundException:
-                raise self._missing() from None
+            conn = await _config.aget(self, aget_connection)
+            self._config = _config.resolve(self, lambda _hook, _conn_id: conn)
         return self._config
 
     def get_conn(self) -> httpx.Client:
@@ -198,12 +168,6 @@ class BabouHook(BaseHook):
             if self._client is None or self._client.is_closed:
                 self._client = httpx.Client(transport=self._transport, **client_kwargs(self.config))
             return self._client
-
-    @property
-    def budget(self) -> _budget.KeyBudget:
-        """This process's request budget for the connection's key."""
-        config = self.config
-        return _budget.budget_for(_budget.budget_key(config.base_url, config.api_key), config.rate_limit)
 
     def close(self) -> None:
         """Close the sync client (a later call opens a new one)."""
@@ -241,7 +205,8 @@ class BabouHook(BaseHook):
         429, 503). Waits grow exponentially with jitter, or follow ``Retry-After``; retries stop
         after ``retry_deadline`` seconds, and never sleep past :attr:`deadline`.
         """
-        config, client, budget = self.config, self.get_conn(), self.budget
+        config, client = self.config, self.get_conn()
+        budget = _budget.budget_for(_budget.budget_key(config.base_url, config.api_key), config.rate_limit)
         url = config.base_url + path
         headers = {"Content-Type": "application/json"} if json is not None else {}
         if body is not None:
@@ -553,45 +518,16 @@ class BabouHook(BaseHook):
         )
 
     def look(self, target: WaitTarget, clock: WaitClock) -> tuple[Any, WaitState]:
-        """One wait step: observe and judge; transient errors are tried again in place as ``clock`` allows."""
-        while True:
-            try:
-                obj = self.observe(target, retry=False, timeout=clock.request_timeout(self.config.timeout))
-            except BabouError as err:
-                delay = clock.failed(err)  # raises when not tolerated
-                if clock.remaining() <= 0:
-                    raise
-                log.warning(
-                    "Checking %s failed (%d tolerated in a row): %s", target.describe(), clock.failures, err
-                )
-                time.sleep(delay)
-                continue
-            return obj, target.judge(obj)
+        """One wait step (:func:`.polling.look`): observe without retries (the wait is one) and judge."""
+        observe = lambda timeout: self.observe(target, retry=False, timeout=timeout)  # noqa: E731
+        return polling.look(observe, target, clock, self.config.timeout)
 
     def wait(
         self, target: WaitTarget, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float, max_failures: int = 5
     ) -> Any:
-        """Poll ``target`` until done; return the object, raise its failure or ``BabouWaitTimeoutError``."""
+        """Poll ``target`` until done (:func:`~airflow_provider_babou.polling.wait`); return the object."""
         clock = WaitClock(time.time() + timeout, poll, max_failures)
-        while True:
-            try:
-                obj, state = self.look(target, clock)
-            except TRANSIENT_ERRORS as err:
-                raise BabouWaitTimeoutError(
-                    f"{target.describe()}: no answer before the deadline ({err})"
-                ) from err
-            if state.done and state.succeeded:
-                return obj
-            if state.done:
-                raise BabouJobFailedError(state.failure(target.describe()), code=state.state.upper())
-            delay = clock.observed()
-            if clock.remaining() <= 0:
-                raise BabouWaitTimeoutError(
-                    f"{target.describe()} is still {state.state} after {timeout:g} s",
-                    hint="wait longer, or check it in the Babou dashboard",
-                )
-            log.info("Babou %s is %r; next poll in %.1f s", target.describe(), state.state, delay)
-            time.sleep(delay)
+        return polling.wait(lambda t: self.look(t, clock), target, clock)
 
     def wait_for_prompt(
         self,
