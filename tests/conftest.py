@@ -63,8 +63,8 @@ def airflow_db() -> None:
 def make_conn(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     """Define a Babou connection (env, no DB) to the reset emulator; return its id.
 
-    ``make_conn("babou_x", key=BOB, host=..., timeout=5)``: extras are keyword arguments;
-    ``key=None`` defines a connection without a password.
+    ``make_conn("babou_x", key=BOB, host=..., timeout=5)``: extras are keyword arguments
+    (``rate_limit`` defaults to 1000 requests/s); ``key=None`` defines a connection without a password.
     """
 
     def make(
@@ -73,8 +73,9 @@ def make_conn(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> Cal
         conn: dict[str, Any] = {"conn_type": "babou", "host": host or emulator.api_url}
         if key is not None:
             conn["password"] = key
-        if extra:
-            conn["extra"] = extra
+        # The emulator of the tests has no rate limit: neither should the client's budget (whose
+        # default would pace a test's burst of requests); the budget's own tests set theirs.
+        conn["extra"] = {"rate_limit": 1000, **extra}
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
         return conn_id
 
