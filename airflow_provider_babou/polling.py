@@ -98,7 +98,8 @@ def prompt_state(chapter: Chapter, prompt_id: str) -> WaitState:
     """Judge a prompt from its chapter (the docs' way to poll a prompt); payload is the prompt only."""
     prompt = chapter.find_prompt(prompt_id)
     if prompt is None:  # a wrong id would otherwise be polled until the deadline
-        return WaitState(True, False, "missing", f"prompt {prompt_id} is not on chapter {chapter.id}")
+        message = f"prompt {prompt_id} is not on chapter {chapter.id}: check the ids"
+        return WaitState(True, False, "missing", message)
     status = chapter.prompt_status(prompt_id)
     # The prompt without its content: events and logs stay short, and the text is the user's own.
     payload = {**prompt.model_dump(mode="json", exclude={"content"}), "status": status.value}

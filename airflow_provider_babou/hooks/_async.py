@@ -100,7 +100,16 @@ async def get(shared: SharedClient, target: WaitTarget, *, due: float, timeout: 
         ) from None
     left = max(0.1, timeout - (loop.time() - started))
     try:
-        response = await shared.client.get(url, timeout=left)
+        # httpx's timeouts are per read: a slow trickle of bytes would outlive them, so the
+        # whole request is bounded too.
+        response = await asyncio.wait_for(shared.client.get(url, timeout=left), left)
+    except asyncio.TimeoutError:
+        raise BabouTransportError(
+            f"no complete answer within {left:.1f} s",
+            method="GET",
+            path=httpx.URL(url).path,
+            hint="the request timed out; raise the connection's timeout extra if this persists",
+        ) from None
     except httpx.TransportError as exc:
         raise transport_error(exc, "GET", url, config.api_key) from exc
     record(shared.gate.budget, response)

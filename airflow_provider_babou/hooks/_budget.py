@@ -36,7 +36,8 @@ class KeyBudget:
         self.tokens = self.capacity
         now = time.monotonic()
         self._updated = now
-        self._last_change = now
+        self._last_cut = -1.0
+        self._quiet_since = now
         self.paused_until = 0.0
         self._lock = threading.Lock()
 
@@ -63,17 +64,19 @@ class KeyBudget:
             )
             self.tokens = 0.0  # resume at the rate, without a burst that would earn more 429s
             self._updated = max(now, self.paused_until)
-            if now - self._last_change >= 1.0 or self.rate == self.max_rate:
+            if now - self._last_cut >= 1.0 or self.rate == self.max_rate:
                 self.rate = max(self.min_rate, self.rate / 2)
-                self._last_change = now
+                self._last_cut = now
+            # Quiet time, which earns the rate back, counts from the end of the pause.
+            self._quiet_since = max(now, self.paused_until)
 
     def succeeded(self, now: float | None = None) -> None:
         """An answer that was not a 429: after each quiet second, raise the rate towards the ceiling."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            if self.rate < self.max_rate and now - self._last_change >= 1.0:
+            if self.rate < self.max_rate and now - self._quiet_since >= 1.0:
                 self.rate = min(self.max_rate, self.rate + self.max_rate / 20)
-                self._last_change = now
+                self._quiet_since = now
 
     def wait_sync(self, deadline: float | None = None) -> None:
         """Block until a token is taken; ``TimeoutError`` rather than wait past ``deadline`` (monotonic)."""
@@ -111,7 +114,8 @@ class AsyncGate:
                 continue
             delay = self.budget.take()
             if delay > 0:
-                await asyncio.sleep(delay)
+                # In short naps, so a queue whose waiters all gave up lets the dispatcher end.
+                await asyncio.sleep(min(delay, 1.0))
                 continue
             heapq.heappop(queue)[2].set_result(None)
 
@@ -129,11 +133,17 @@ def budget_key(base_url: str, api_key: str) -> tuple[str, str]:
 
 
 def budget_for(key: tuple[str, str], rate: float) -> KeyBudget:
-    """The process-wide budget of ``key``, created at ``rate`` on first use."""
+    """The process-wide budget of ``key``, created at ``rate`` on first use.
+
+    One budget per key, whatever the callers' ``rate_limit``: the lowest ceiling asked for wins,
+    and a pause or slowdown is never lost to a caller that asks for another rate.
+    """
     with _registry_lock:
         budget = _budgets.get(key)
-        if budget is None or budget.max_rate != rate:
+        if budget is None:
             budget = _budgets[key] = KeyBudget(rate)
+        elif rate < budget.max_rate:
+            budget.max_rate, budget.rate = rate, min(budget.rate, rate)
         return budget
 
 
@@ -141,7 +151,6 @@ def gate_for(key: tuple[str, str], rate: float) -> AsyncGate:
     """The running loop's gate on the process-wide budget of ``key``."""
     gates = _gates.setdefault(asyncio.get_running_loop(), {})
     budget = budget_for(key, rate)
-    gate = gates.get(key)
-    if gate is None or gate.budget is not budget:
-        gate = gates[key] = AsyncGate(budget)
-    return gate
+    if key not in gates:
+        gates[key] = AsyncGate(budget)
+    return gates[key]

@@ -68,12 +68,17 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
         max_consecutive_failures: int = 5,
         **kwargs: Any,
     ) -> None:
+        policy = PollPolicy(poll_interval, 1.5, max(max_poll_interval, poll_interval))
         # Without an explicit poke_interval, poke at the Babou cadence rather than Airflow's 60 s.
         kwargs.setdefault("poke_interval", poll_interval)
+        # Checked before Airflow's own checks, which let NaN through or raise untyped errors.
+        for name in ("poke_interval", "timeout"):
+            if name in kwargs:
+                check_seconds(name, kwargs[name])
         super().__init__(**kwargs)
         self.babou_conn_id = babou_conn_id
         self.deferrable = deferrable
-        self.policy = PollPolicy(poll_interval, 1.5, max(max_poll_interval, poll_interval))
+        self.policy = policy
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.max_consecutive_failures = check_max_failures(max_consecutive_failures)

@@ -170,13 +170,11 @@ class BabouPollTrigger(BaseTrigger):
                     try:
                         delay = clock.failed(err)
                     except BabouError:
-                        yield self._event(
-                            "error",
-                            f"Stopped waiting for {what}: {err}",
-                            clock,
-                            last,
-                            error_type=type(err).__name__,
+                        streak = (
+                            f" after {clock.failures} failed polls in a row" if clock.failures > 1 else ""
                         )
+                        message = f"Stopped waiting for {what}{streak}: {err}"
+                        yield self._event("error", message, clock, last, error_type=type(err).__name__)
                         return
                     self.log.warning("Polling %s failed (%d in a row): %s", what, clock.failures, err)
                 except Exception as err:
@@ -191,7 +189,9 @@ class BabouPollTrigger(BaseTrigger):
                     message = f"Timed out after {clock.elapsed():.1f} s waiting for {what}: still {state!r}"
                     yield self._event("timeout", message, clock, last)
                     return
-                self.log.info("Babou %s is %r; next poll in %.1f s", what, last and last.state, delay)
+                self.log.info(
+                    "Babou %s is %r; next poll in %.1f s", what, last.state if last else "unknown", delay
+                )
                 await asyncio.sleep(delay)
                 due = time.monotonic()
         finally:

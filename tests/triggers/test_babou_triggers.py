@@ -6,19 +6,23 @@ import asyncio
 import importlib
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from airflow_provider_babou import polling as polling_module
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
     BabouError,
+    BabouInputError,
     BabouNotFoundError,
     BabouRateLimitError,
     BabouServerError,
 )
 from airflow_provider_babou.models import Asset
+from airflow_provider_babou.polling import AssetTarget
 from airflow_provider_babou.triggers import babou as triggers_module
 from airflow_provider_babou.triggers.babou import (
     BabouAssetTrigger,
@@ -88,8 +92,11 @@ def test_serialize_survives_airflow_serde() -> None:
 
 
 def test_bad_poll_policy_fails_at_construction() -> None:
-    with pytest.raises(ValueError, match="poll policy"):
+    # New contract: the cadence is checked by PollPolicy with a BabouInputError (a ValueError)
+    # naming the bad field, instead of one "poll policy needs ..." sentence.
+    with pytest.raises(BabouInputError, match="poll interval must be > 0"):
         BabouAssetTrigger(babou_conn_id="c", asset_id="ast_1", end_time=1e9, poll_interval=0)
+    assert issubclass(BabouInputError, ValueError)
     with pytest.raises(ValueError, match="max_consecutive_failures"):
         BabouAssetTrigger(babou_conn_id="c", asset_id="ast_1", end_time=1e9, max_consecutive_failures=-1)
 
@@ -109,7 +116,10 @@ async def test_prompt_then_export_success(babou: Babou) -> None:
         chapter_id,
         prompt_id,
     )
-    assert event["object"]["id"] == chapter_id
+    # New contract: the object of a prompt event is the prompt (without its content), not the chapter.
+    assert event["object"]["id"] == prompt_id
+    assert event["object"]["status"] == "completed"
+    assert "content" not in event["object"]
     assert prompt_id in event["message"]
 
     babou.export(project_id)
@@ -135,7 +145,9 @@ async def test_prompt_failed_carries_babous_reason(babou: Babou) -> None:
     )
     assert event["status"] == "failed", event
     assert event["state"] == "failed"
-    result = next(p["result"] for p in event["object"]["prompts"] if p["id"] == prompt_id)
+    # New contract: the object is the prompt itself (it used to be the chapter with every prompt).
+    assert event["object"]["id"] == prompt_id
+    result = event["object"]["result"]
     assert result
     assert result in event["message"]
 
@@ -217,7 +229,10 @@ async def test_too_many_transient_errors_in_a_row(
     event = await wait_for_asset_through_500s(babou, emulator, monkeypatch, count=100)
     assert event["status"] == "error", event
     assert event["error_type"] == BabouServerError.__name__
-    assert "3 failed polls in a row" in event["message"]
+    assert event["message"].startswith(
+        f"Stopped waiting for asset {event['asset_id']} after 3 failed polls in a row: "
+    )
+    assert "500" in event["message"]
 
 
 async def test_a_few_transient_errors_are_tolerated(
@@ -262,22 +277,29 @@ class FakeClock:
 
 
 class FakeHook:
-    """Answers ``aget_asset`` from a script: ``Asset`` states or errors to raise."""
+    """Answers ``aobserve`` from a script: ``Asset`` states or errors to raise."""
 
     def __init__(self, script: list[Any], then: str = "processing") -> None:
         self.script = list(script)
         self.then = then
         self.calls = 0
+        self.timeouts: list[float] = []
+        self.dues: list[float] = []
         self.closed = False
         self.polled = asyncio.Event()
 
-    async def aget_asset(self, asset_id: str) -> Asset:
+    async def aconfig(self) -> Any:
+        return SimpleNamespace(timeout=30.0)
+
+    async def aobserve(self, target: AssetTarget, *, due: float, timeout: float) -> Asset:
         self.calls += 1
+        self.dues.append(due)
+        self.timeouts.append(timeout)
         self.polled.set()
         step = self.script.pop(0) if self.script else self.then
         if isinstance(step, BaseException):
             raise step
-        return Asset(id=asset_id, state=step)
+        return Asset(id=target.asset_id, state=step)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -288,6 +310,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(triggers_module, "time", fake)
     monkeypatch.setattr(triggers_module, "asyncio", fake)
+    monkeypatch.setattr(polling_module, "time", fake)  # WaitClock: deadline and elapsed time
     return fake
 
 
@@ -312,6 +335,10 @@ async def test_delays_back_off_to_the_cap_and_stop_at_the_deadline(
     assert max(clock.sleeps) <= 5
     assert sum(clock.sleeps) == pytest.approx(20)
     assert hook.calls == len(clock.sleeps) + 1  # one last poll right at the deadline
+    # Each poll is due when its sleep ends; its GET may not run past the deadline (0.5 s floor).
+    assert hook.dues == [1_000_000.0 + t for t in (0, 1, 3, 7, 12, 17, 20)]
+    assert hook.timeouts[0] == 20.5  # min(the connection timeout, what is left + 0.5)
+    assert hook.timeouts[-1] == 0.5
     assert hook.closed
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
 import pytest
@@ -12,7 +14,12 @@ from airflow_provider_babou.exceptions import (
     BabouJobFailedError,
     BabouWaitTimeoutError,
 )
-from airflow_provider_babou.triggers.babou import BabouEventError, raise_for_event, validate_event
+from airflow_provider_babou.triggers.babou import (
+    BabouEventError,
+    describe_event,
+    raise_for_event,
+    validate_event,
+)
 
 
 def event(status: str, **extra: Any) -> dict[str, Any]:
@@ -78,3 +85,25 @@ def test_error_reraises_the_named_babou_error() -> None:
         with pytest.raises(BabouError) as info:
             raise_for_event(event("error", error_type=unknown))
         assert type(info.value) is BabouError
+
+
+def test_describe_event_is_one_readable_line() -> None:
+    line = describe_event(event("failed", state="error", elapsed=12.345, message="Babou said no"))
+    assert line == "Babou wait ended FAILED (state 'error', 12.3 s; asset_id=ast_1): Babou said no"
+    prompt = {"status": "success", "state": "completed", "elapsed": None, "message": "done"}
+    prompt.update(project_id="prj_1", chapter_id="cht_2", prompt_id="int_3")
+    assert describe_event(prompt) == (
+        "Babou wait ended SUCCESS (state 'completed', 0.0 s; "
+        "project_id=prj_1, chapter_id=cht_2, prompt_id=int_3): done"
+    )
+
+
+@pytest.mark.parametrize("status", ["success", "failed", "timeout", "error"])
+def test_raise_for_event_logs_one_line(status: str, caplog: pytest.LogCaptureFixture) -> None:
+    payload = event(status)
+    logger = "airflow_provider_babou.triggers.babou"
+    with caplog.at_level(logging.INFO, logger=logger), contextlib.suppress(BabouError):
+        raise_for_event(payload)
+    lines = [r.getMessage() for r in caplog.records if r.name == logger]
+    assert lines == [describe_event(payload)]
+    assert "\n" not in lines[0]
