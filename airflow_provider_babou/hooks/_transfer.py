@@ -183,9 +183,15 @@ def check_destination(destination: Any, *, overwrite: bool, create_parents: bool
             f"destination must be a path or an ObjectStoragePath, got {type(destination).__name__}"
         )
     path = Path(os.fspath(destination)).absolute()
-    if path.is_dir():
+    if "\x00" in str(path):  # pathlib calls such a path "not there"; open() would raise ValueError
+        raise BabouInputError(f"destination {str(path)!r} contains a NUL character")
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError as exc:  # e.g. ENAMETOOLONG: pathlib hides only "not found"-like errors
+        raise BabouInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if is_dir:
         raise BabouInputError(f"destination {path} is a directory", hint="give a file path for the video")
-    if path.exists() and not overwrite:
+    if exists and not overwrite:
         raise BabouInputError(f"destination {path} already exists", hint="pass overwrite=True to replace it")
     existing = path.parent
     while not existing.exists() and create_parents and existing != existing.parent:

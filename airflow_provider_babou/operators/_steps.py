@@ -24,7 +24,6 @@ from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
     BabouInputError,
-    BabouNotFoundError,
     BabouOutcomeUnknownError,
 )
 from airflow_provider_babou.hooks._transfer import check_destination, is_remote
@@ -205,8 +204,6 @@ def download(
         downloaded = hook.download_export(project_id, destination, overwrite=overwrite)
     except OSError as exc:  # the disk filled up, or permissions changed since the check
         raise BabouError(f"cannot write the video of project {project_id} to {destination}: {exc}") from exc
-    except BabouNotFoundError:
-        raise
     BabouVideoLink.persist(context, export.download_url)
     extra: dict[str, Any] = {
         "project_id": project_id,

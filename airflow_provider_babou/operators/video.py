@@ -217,13 +217,14 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
     def _resume(
         self, context: Context, event: Any, progress: dict[str, Any] | None, stage: Any
     ) -> dict[str, Any]:
-        state: VideoProgress | None = None
+        # Read before the event: a failed or timed-out wait must name what exists in Babou.
+        state = VideoProgress.model_validate(progress) if progress else None
         with self.session() as hook:
             try:
                 raise_for_event(event)
                 # dag.test() resumes with the event only, dropping the defer kwargs; every stage is
                 # idempotent, so the progress is rebuilt from Babou with GETs alone.
-                state = VideoProgress.model_validate(progress) if progress else self._rebuild(context, hook)
+                state = state or self._rebuild(context, hook)
                 result: dict[str, Any] = stage(context, hook, state, as_location(self.destination))
                 return result
             except BabouError as err:

@@ -9,6 +9,7 @@ retry does: Airflow 3 clears XCom first) creates nothing new.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl
 from tests.conftest import REPO
-from tests.keys import ALICE
+from tests.helpers import key_stats
+from tests.keys import EXPIRED
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -34,11 +36,9 @@ def dagbag(airflow_db: None) -> Any:
 
 
 @pytest.fixture
-def babou_env(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BABOU_DEFAULT",
-        json.dumps({"conn_type": "babou", "host": emulator.api_url, "password": ALICE}),
-    )
+def babou_env(make_conn: Callable[..., str], tmp_path: Path) -> Path:
+    """``babou_default`` -> the reset emulator as ALICE; the test's folder for the videos."""
+    make_conn()
     return tmp_path
 
 
@@ -58,7 +58,7 @@ def _states(dag_run: Any) -> dict[str, str]:
 
 
 def _created(emulator: EmulatorControl) -> dict[str, int]:
-    counts = emulator.stats(ALICE)["key"]
+    counts = key_stats(emulator)
     keys = ("projects_created", "chapters_created", "prompts_submitted", "exports_started", "assets_uploaded")
     return {k: counts[k] for k in keys}
 
@@ -102,17 +102,16 @@ def test_video_pipeline_downloads_one_playable_mp4(
 
 
 def test_video_pipeline_retry_after_a_failed_wait_duplicates_nothing(
-    dagbag: Any, emulator: EmulatorControl, babou_env: Path, monkeypatch: pytest.MonkeyPatch
+    dagbag: Any,
+    emulator: EmulatorControl,
+    babou_env: Path,
+    make_conn: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Babou answers 500 six times while the triggerer waits on the export (after the export
     # started), with no hook-level retries: the trigger gives up after five consecutive
     # failures, start_export fails, and its retry must pick up that export, not start another.
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BABOU_DEFAULT",
-        json.dumps(
-            {"conn_type": "babou", "host": emulator.api_url, "password": ALICE, "extra": {"max_retries": 0}}
-        ),
-    )
+    make_conn(max_retries=0)
     from airflow_provider_babou.triggers.babou import BabouExportTrigger
 
     waits: list[float] = []
@@ -135,7 +134,7 @@ def test_video_pipeline_retry_after_a_failed_wait_duplicates_nothing(
     assert dag_run.state == "success", _states(dag_run)
     export_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "start_export")
     assert export_ti.try_number == 2, "the outage should have failed exactly the first try"
-    assert emulator.stats(ALICE)["key"]["faults_injected"]["500"] == 6
+    assert key_stats(emulator)["faults_injected"]["500"] == 6
     assert _created(emulator) == {
         "projects_created": 1,
         "chapters_created": 3,
@@ -236,14 +235,9 @@ def test_personalized_videos_one_per_csv_row(
 
 
 def test_expired_key_fails_the_first_task_at_once_without_retries(
-    dagbag: Any, emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+    dagbag: Any, emulator: EmulatorControl, make_conn: Callable[..., str]
 ) -> None:
-    from tests.keys import EXPIRED
-
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BABOU_DEFAULT",
-        json.dumps({"conn_type": "babou", "host": emulator.api_url, "password": EXPIRED}),
-    )
+    make_conn(key=EXPIRED)
     dag = _load(dagbag, "babou_video_pipeline")
 
     dag_run = _run(dag)

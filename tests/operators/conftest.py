@@ -1,20 +1,29 @@
-"""Fixtures for operator tests: the emulator-backed connection, a setup hook and a minimal task context."""
+"""Fixtures and helpers for operator tests: a minimal task context, setup helpers, trigger driving."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_babou._compat import TaskDeferred
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.hooks.babou import BabouHook
-from airflow_provider_babou.polling import PollPolicy
-from tests.keys import ALICE
+from tests.helpers import FAST_POLL, key_stats
 
-#: Setup waits poll fast: the emulator builds a prompt in 0.3 s.
-FAST_POLL = PollPolicy(interval=0.05, backoff=1.0, max_interval=0.05)
+#: The wait arguments of operators under test: poll fast, give up well within a test's patience.
+FAST: dict[str, Any] = {"poll_interval": 0.05, "timeout": 30}
+
+#: A 1x1 PNG, the smallest image Babou accepts as an asset.
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+    b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7V\xbd\xfa\x00\x00\x00\x00IEND\xaeB`\x82"
+)
 
 
 @dataclass
@@ -51,6 +60,61 @@ def make_context(ti: FakeTI | None = None, **extra: Any) -> Any:
     return {"ti": ti or FakeTI(), "outlet_events": OutletEventAccessors(), **extra}
 
 
+def drive(trigger: Any) -> dict[str, Any]:
+    """Run a trigger to its one event, after a serde-style round trip of its kwargs."""
+    classpath, kwargs = trigger.serialize()
+    assert classpath.endswith(type(trigger).__name__)
+    rebuilt = type(trigger)(**kwargs)
+
+    async def first() -> dict[str, Any]:
+        async for event in rebuilt.run():
+            return dict(event.payload)
+        raise AssertionError("the trigger yielded no event")
+
+    return asyncio.run(first())
+
+
+def deferred(op: Any, context: Any, method: str = "execute", *args: Any, **kwargs: Any) -> Any:
+    """Call ``op.<method>`` expecting a deferral without a framework timeout; return the ``TaskDeferred``."""
+    with pytest.raises(TaskDeferred) as info:
+        getattr(op, method)(context, *args, **kwargs)
+    assert info.value.timeout is None
+    return info.value
+
+
+def bad_destinations(tmp_path: Path) -> dict[str, tuple[Any, str]]:
+    """Destinations no video can be written to, each with the words its error must contain.
+
+    Used by the download and one-task video operators' tests (defect 5: checked before any remote work).
+    """
+    regular = tmp_path / "regular-file"
+    regular.write_bytes(b"not a directory")
+    existing = tmp_path / "existing.mp4"
+    existing.write_bytes(b"old video")
+    return {
+        "none": (None, "empty"),
+        "blank": ("  ", "empty"),
+        "directory": (str(tmp_path), "directory"),
+        "name-300-chars": (str(tmp_path / ("v" * 296 + ".mp4")), "too long"),
+        "under-a-file": (str(regular / "video.mp4"), "not a directory"),
+        "deep-under-a-file": (str(regular / "a" / "b" / "video.mp4"), "not a directory"),
+        "existing-file": (str(existing), "already exists"),
+        "existing-object-storage-path": (ObjectStoragePath(f"file://{existing}"), "already exists"),
+    }
+
+
+BAD_DESTINATIONS = [
+    "none",
+    "blank",
+    "directory",
+    "name-300-chars",
+    "under-a-file",
+    "deep-under-a-file",
+    "existing-file",
+    "existing-object-storage-path",
+]
+
+
 @dataclass
 class Env:
     """The reset emulator and a hook on ALICE's account for arranging and checking state."""
@@ -60,8 +124,12 @@ class Env:
 
     def counts(self) -> dict[str, Any]:
         """ALICE's counters (creations, ``requests``, ``requests_by_route``)."""
-        counts: dict[str, Any] = self.emulator.stats(ALICE)["key"]
-        return counts
+        return key_stats(self.emulator)
+
+    def posts(self) -> int:
+        """How many POSTs reached the API as ALICE."""
+        routes = self.counts().get("requests_by_route", {})
+        return sum(n for route, n in routes.items() if route.startswith("POST "))
 
     def project_with_prompt(
         self, content: str = "A sunrise over the sea", *, wait: bool = True
@@ -73,6 +141,13 @@ class Env:
         if wait:
             self.hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=20)
         return project.id, chapter.id
+
+    def completed_export(self) -> str:
+        """A project with one completed prompt and one completed export; return its id."""
+        project_id, _ = self.project_with_prompt()
+        self.hook.start_export(project_id)
+        self.hook.wait_for_export(project_id, poll=FAST_POLL, timeout=20)
+        return project_id
 
 
 @pytest.fixture

@@ -1,0 +1,90 @@
+"""BabouDownloadExportOperator against the emulator: the file, Asset events, destination checks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from airflow.sdk import Asset, ObjectStoragePath
+
+from airflow_provider_babou.exceptions import BabouError, BabouInputError
+from airflow_provider_babou.operators.babou import BabouDownloadExportOperator
+from tests.operators.conftest import BAD_DESTINATIONS, Env, bad_destinations, make_context
+
+
+class TestDownloadExport:
+    def test_download_emits_asset_events(self, env: Env, tmp_path: Path) -> None:
+        project_id = env.completed_export()
+        video, other = Asset("babou://video"), Asset("s3://bucket/other")
+        destination = tmp_path / "out" / "run-1" / "video.mp4"  # parents are created
+        op = BabouDownloadExportOperator(
+            task_id="d", project_id=project_id, destination=str(destination), outlets=[video, other]
+        )
+        context = make_context()
+        result = op.execute(context)
+        data = destination.read_bytes()
+        assert result["size"] == len(data)
+        assert result["sha256"] == hashlib.sha256(data).hexdigest()
+        assert result["project_id"] == project_id
+        assert result["download_url"]
+        assert Path(result["path"]) == destination
+        for asset in (video, other):
+            assert context["outlet_events"][asset].extra == {
+                "project_id": project_id,
+                "size": result["size"],
+                "sha256": result["sha256"],
+                "path": result["path"],
+            }
+        assert context["ti"].xcoms["babou_video_url"] == result["download_url"]
+        # An existing destination is refused before any request, unless overwrite=True.
+        before = env.counts()["requests"]
+        with pytest.raises(BabouInputError, match="overwrite"):
+            op.execute(make_context())
+        assert env.counts()["requests"] == before
+        op.overwrite = True
+        assert op.execute(make_context())["sha256"] == result["sha256"]
+
+    def test_export_not_completed_is_clear(self, env: Env, tmp_path: Path) -> None:
+        project_id, _ = env.project_with_prompt()
+        env.hook.start_export(project_id)
+        with pytest.raises(BabouError, match="not completed"):
+            BabouDownloadExportOperator(
+                task_id="d", project_id=project_id, destination=str(tmp_path / "v.mp4")
+            ).execute(make_context())
+        assert not (tmp_path / "v.mp4").exists()
+
+    def test_bad_input_before_any_request(self, env: Env, tmp_path: Path) -> None:
+        with pytest.raises(BabouInputError):
+            BabouDownloadExportOperator(
+                task_id="d", project_id="x y", destination=str(tmp_path / "v.mp4")
+            ).execute(make_context())
+        with pytest.raises(BabouInputError, match="directory"):
+            BabouDownloadExportOperator(task_id="d", project_id="prj_1", destination=str(tmp_path)).execute(
+                make_context()
+            )
+        assert env.counts()["requests"] == 0
+
+
+@pytest.mark.parametrize("case", BAD_DESTINATIONS)
+def test_destination_checked_before_any_request(env: Env, tmp_path: Path, case: str) -> None:
+    # Defect 5: a destination no video can be written to fails before Babou is asked anything.
+    destination, words = bad_destinations(tmp_path)[case]
+    project_id = env.completed_export()  # a download that would otherwise succeed
+    requests, posts = env.counts()["requests"], env.posts()
+    op = BabouDownloadExportOperator(task_id="d", project_id=project_id, destination=destination)
+    with pytest.raises(BabouInputError, match=words):
+        op.execute(make_context())
+    assert env.posts() == posts
+    assert env.counts()["requests"] == requests
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".part")] == []
+
+
+def test_download_to_object_storage_path(env: Env, tmp_path: Path) -> None:
+    project_id = env.completed_export()
+    destination = ObjectStoragePath(f"file://{tmp_path}/video.mp4")
+    result = BabouDownloadExportOperator(task_id="d", project_id=project_id, destination=destination).execute(
+        make_context()
+    )
+    assert (tmp_path / "video.mp4").stat().st_size == result["size"]

@@ -1,0 +1,136 @@
+"""BabouCreateProjectOperator against the emulator: reuse rules, input checks, ambiguous creates."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_babou.exceptions import BabouInputError, BabouOutcomeUnknownError
+from airflow_provider_babou.operators.babou import BabouCreateProjectOperator
+from airflow_provider_babou.operators.project import ProjectReuse
+from tests.helpers import route_count
+from tests.operators.conftest import Env, FakeTI, make_context
+
+CREATE_PROJECT = "POST /api/v1/projects"
+
+
+class TestCreateProject:
+    def test_creates_and_pushes_id_and_link(self, env: Env) -> None:
+        context = make_context()
+        result = BabouCreateProjectOperator(task_id="p", name="Launch", description="Q3").execute(context)
+        assert result["project_id"].startswith("prj_")
+        assert result["reused"] is False
+        assert result["name"] == "Launch"
+        assert result["description"].startswith("Q3 [airflow:")
+        assert result["description"].endswith("]")
+        ti = context["ti"]
+        assert ti.xcoms["project_id"] == result["project_id"]
+        assert ti.xcoms["babou_project_url"] == f"https://app.babou.test/projects/{result['project_id']}"
+
+    def test_reuse_run_retry_gets_same_project(self, env: Env) -> None:
+        op = BabouCreateProjectOperator(task_id="p", name="Launch")
+        first = op.execute(make_context(FakeTI(try_number=1)))
+        again = op.execute(make_context(FakeTI(try_number=2)))
+        assert again["project_id"] == first["project_id"]
+        assert again["reused"] is True
+        other_run = op.execute(make_context(FakeTI(run_id="scheduled__2")))
+        other_map = op.execute(make_context(FakeTI(map_index=3)))
+        assert len({first["project_id"], other_run["project_id"], other_map["project_id"]}) == 3
+        assert env.counts()["projects_created"] == 3
+
+    def test_reuse_name_and_never(self, env: Env) -> None:
+        older = env.hook.create_project(name="Shared")
+        time.sleep(1.1)  # created_at has one-second resolution; newest first must be unambiguous
+        newer = env.hook.create_project(name="Shared")
+        result = BabouCreateProjectOperator(task_id="p", name="Shared", reuse="name").execute(make_context())
+        assert result["project_id"] == newer.id != older.id
+        assert result["reused"]
+        never = BabouCreateProjectOperator(task_id="p", name="Shared", reuse="never")
+        ids = {never.execute(make_context())["project_id"] for _ in range(2)}
+        assert len(ids) == 2
+        assert env.counts()["projects_created"] == 4
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"name": ""},
+            {"name": "x" * 31},
+            {"name": "ok", "description": "d" * 1001},
+            # Fits alone, but not with the 23-character run marker appended.
+            {"name": "ok", "description": "d" * 990},
+            {"name": "ok", "settings": "not a dict"},
+        ],
+    )
+    def test_bad_input_before_any_request(self, env: Env, kwargs: dict[str, Any]) -> None:
+        with pytest.raises(BabouInputError):
+            BabouCreateProjectOperator(task_id="p", **kwargs).execute(make_context())
+        assert env.counts()["requests"] == 0
+
+    def test_long_description_fits_without_marker(self, env: Env) -> None:
+        result = BabouCreateProjectOperator(
+            task_id="p", name="ok", description="d" * 1000, reuse="never"
+        ).execute(make_context())
+        assert result["description"] == "d" * 1000
+
+    def test_unknown_reuse_rejected_at_parse_time(self) -> None:
+        with pytest.raises(BabouInputError, match="reuse"):
+            BabouCreateProjectOperator(task_id="p", name="x", reuse="sometimes")  # type: ignore[arg-type]
+
+
+class TestAmbiguousCreate:
+    """Hardening defect 11: a create whose answer was lost is reconciled within the same try.
+
+    The emulator's ``drop_after`` runs the route, then cuts the response short: the project
+    exists, the client never learns its id. ``delay_after`` (held past the hook's timeout) is the
+    same with a read timeout. ``500``, ``502_html``, ``504_empty`` and ``drop_before`` are
+    answered *before* the route runs (see ``emulator/middleware.py``): nothing was created,
+    although the hook cannot know it (all four are ambiguous for a POST).
+    """
+
+    @pytest.mark.parametrize("reuse", ["run", "name"])
+    def test_lost_answer_finds_the_project_without_resending(self, env: Env, reuse: ProjectReuse) -> None:
+        env.emulator.inject_fault("drop_after", method="POST", path=r"/projects$")
+        result = BabouCreateProjectOperator(task_id="p", name="Launch", reuse=reuse).execute(make_context())
+        assert result["project_id"].startswith("prj_")
+        assert result["reused"] is False  # found after our own lost answer: ours, not an older one
+        assert env.counts()["faults_injected"] == {"drop_after": 1}
+        assert env.counts()["projects_created"] == 1
+        assert route_count(env.emulator, CREATE_PROJECT) == 1
+
+    def test_answer_held_past_the_timeout_finds_the_project(self, make_conn: Any, env: Env) -> None:
+        make_conn(timeout=0.5)
+        env.emulator.inject_fault("delay_after", method="POST", path=r"/projects$", seconds=2)
+        result = BabouCreateProjectOperator(task_id="p", name="Launch").execute(make_context())
+        assert result["reused"] is False
+        assert env.counts()["projects_created"] == 1
+        assert route_count(env.emulator, CREATE_PROJECT) == 1
+
+    @pytest.mark.parametrize("fault", ["500", "502_html", "504_empty", "drop_before"])
+    @pytest.mark.parametrize("reuse", ["run", "name"])
+    def test_create_that_did_not_take_effect_is_sent_again(
+        self, env: Env, fault: str, reuse: ProjectReuse
+    ) -> None:
+        env.emulator.inject_fault(fault, method="POST", path=r"/projects$")
+        result = BabouCreateProjectOperator(task_id="p", name="Launch", reuse=reuse).execute(make_context())
+        assert result["reused"] is False
+        assert env.counts()["faults_injected"] == {fault: 1}
+        assert env.counts()["projects_created"] == 1
+        assert route_count(env.emulator, CREATE_PROJECT) == 2
+        assert env.hook.get_project(result["project_id"]).name == "Launch"
+
+    def test_gives_up_after_three_ambiguous_failures_with_nothing_created(self, env: Env) -> None:
+        env.emulator.inject_fault("500", method="POST", path=r"/projects$", count=3)
+        with pytest.raises(BabouOutcomeUnknownError):
+            BabouCreateProjectOperator(task_id="p", name="Launch").execute(make_context())
+        assert env.counts()["projects_created"] == 0
+        assert route_count(env.emulator, CREATE_PROJECT) == 3
+
+    def test_reuse_never_does_not_guess(self, env: Env) -> None:
+        # Without a way to recognise its project, the operator must not re-send blindly.
+        env.emulator.inject_fault("drop_after", method="POST", path=r"/projects$")
+        with pytest.raises(BabouOutcomeUnknownError):
+            BabouCreateProjectOperator(task_id="p", name="Launch", reuse="never").execute(make_context())
+        assert env.counts()["projects_created"] == 1
+        assert route_count(env.emulator, CREATE_PROJECT) == 1
