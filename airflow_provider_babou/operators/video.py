@@ -67,9 +67,15 @@ class VideoProgress(BaseModel):
         return "already in Babou (a retry reuses them): " + ", ".join(parts)
 
 
-def _annotate(err: BabouError, progress: VideoProgress | None) -> BabouError:
+def _annotate(err: BabouError, progress: VideoProgress | None, marker: str | None = None) -> BabouError:
     """Append what exists in Babou to the error's message, in place; return it."""
-    err.message = f"{err.message} [{progress.created() if progress else 'nothing was created in Babou'}]"
+    if progress is not None:
+        note = progress.created()
+    elif marker is not None:  # resumed without progress (dag.test() drops defer kwargs)
+        note = f"this run's objects in Babou carry the marker {marker} (a retry reuses them)"
+    else:
+        note = "nothing was created in Babou"
+    err.message = f"{err.message} [{note}]"
     return err
 
 
@@ -228,7 +234,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
                 result: dict[str, Any] = stage(context, hook, state, as_location(self.destination))
                 return result
             except BabouError as err:
-                raise _annotate(err, state) from None
+                raise _annotate(err, state, run_marker(context)) from None
 
     def _rebuild(self, context: Context, hook: BabouHook) -> VideoProgress:
         """Find this task instance's project, chapters and prompts again (GETs only)."""
