@@ -69,12 +69,14 @@ def scrub(text: str, secret: str | None = None) -> str:
 
 def _short(text: str, secret: str | None) -> str:
     # Scrubbed before the cut, so a cut can never leave a prefix of the key behind.
-    cleaned = scrub(_SPACE_RE.sub(" ", html.unescape(_TAG_RE.sub(" ", text))).strip(), secret)
+    # Also before the tags go: a key holding '<', '>' or '&' would no longer match itself after.
+    cleaned = scrub(_SPACE_RE.sub(" ", html.unescape(_TAG_RE.sub(" ", scrub(text, secret)))).strip(), secret)
     return cleaned if len(cleaned) <= TEXT_CUT else cleaned[:TEXT_CUT] + "..."
 
 
-def _head(response: httpx.Response) -> str:
-    return f"{response.status_code} {response.reason_phrase or ''}".strip()
+def _head(response: httpx.Response, secret: str | None) -> str:
+    # The reason phrase is server text too: any words may follow the status code.
+    return scrub(f"{response.status_code} {response.reason_phrase or ''}".strip(), secret)
 
 
 def _load(text: str) -> Any:
@@ -130,12 +132,12 @@ def error_for_response(response: httpx.Response, method: str, secret: str | None
         err = payload["error"]
         if isinstance(err, dict):  # tolerate a nested envelope, though the docs say flat
             payload, err = {**payload, **err}, err.get("message") or err.get("error") or ""
-        message = _short(str(err), secret) or _head(response)
+        message = _short(str(err), secret) or _head(response, secret)
         code = _short(payload["code"], secret) if isinstance(payload.get("code"), str) else None
         hint = _short(payload["hint"], secret) if isinstance(payload.get("hint"), str) else None
     else:
         body = f"non-JSON body: {_short(text, secret)}" if text.strip() else "empty body"
-        message = f"{_head(response)} ({body})"
+        message = f"{_head(response, secret)} ({body})"
     kwargs: dict[str, Any] = {"http_status": status, "code": code, "hint": hint, "method": method}
     kwargs["path"] = response.request.url.path if response.request is not None else ""
     if status == 401:
@@ -205,7 +207,7 @@ def parse_json(response: httpx.Response, secret: str | None = None) -> Any:
         return _load(response.text)
     except ValueError as exc:
         raise _bad_body(
-            response, f"{_head(response)} (unreadable JSON: {_short(str(exc), secret)})"
+            response, f"{_head(response, secret)} (unreadable JSON: {_short(str(exc), secret)})"
         ) from None
 
 

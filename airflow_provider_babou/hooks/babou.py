@@ -30,6 +30,7 @@ from airflow_provider_babou.exceptions import (
     BabouInputError,
     BabouNotFoundError,
     BabouOutcomeUnknownError,
+    BabouRateLimitError,
     BabouServerError,
     BabouTransportError,
 )
@@ -212,14 +213,21 @@ class BabouHook(BaseHook):
         if body is not None:
             headers.update({"Content-Type": body.content_type, "Content-Length": str(body.size)})
 
+        per_call: Any = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout  # None: no timeout at all
+        give_up = time.monotonic() + config.retry_deadline  # a key paused by a 429 is not waited past it
+
         def attempt() -> httpx.Response:
-            budget.wait_sync(
-                None if self.deadline is None else time.monotonic() + self.deadline - time.time()
-            )
+            left = None if self.deadline is None else time.monotonic() + self.deadline - time.time()
+            try:
+                budget.wait_sync(give_up if left is None else min(give_up, left))
+            except TimeoutError as exc:  # typed, and final: nothing was sent
+                raise BabouRateLimitError(
+                    f"not sent: {exc}", method=method, path=httpx.URL(url).path
+                ) from None
             content = body.chunks() if body is not None else None
             try:
                 response = client.request(
-                    method, url, params=params, json=json, content=content, headers=headers, timeout=timeout
+                    method, url, params=params, json=json, content=content, headers=headers, timeout=per_call
                 )
             except httpx.TransportError as exc:
                 raise transport_error(exc, method, url, config.api_key) from exc
@@ -526,7 +534,7 @@ class BabouHook(BaseHook):
         self, target: WaitTarget, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float, max_failures: int = 5
     ) -> Any:
         """Poll ``target`` until done (:func:`~airflow_provider_babou.polling.wait`); return the object."""
-        clock = WaitClock(time.time() + timeout, poll, max_failures)
+        clock = WaitClock(time.time() + polling.check_seconds("timeout", timeout), poll, max_failures)
         return polling.wait(lambda t: self.look(t, clock), target, clock)
 
     def wait_for_prompt(

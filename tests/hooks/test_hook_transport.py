@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,10 +19,11 @@ from airflow_provider_babou.exceptions import (
     BabouDownloadExpiredError,
     BabouInputError,
 )
-from airflow_provider_babou.hooks import _config, _errors, _transfer
+from airflow_provider_babou.hooks import _config, _http, _transfer
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import ExportStatus
-from tests.hooks.conftest import FAST_POLL, Api, key_stats, route_count
+from airflow_provider_babou.polling import ExportTarget
+from tests.helpers import FAST_POLL, key_stats, route_count
 from tests.keys import ALICE, EXPIRED
 
 DOWNLOAD = "GET /downloads/{export_id}.mp4"
@@ -47,8 +49,8 @@ def test_base_url_forms(host, port, schema, expected) -> None:
     assert _config.build_base_url(host, port, schema) == expected
 
 
-def test_plain_http_refused_off_loopback(babou_conn) -> None:
-    babou_conn("babou_http", host="http://api.example.com/api/v1")
+def test_plain_http_refused_off_loopback(make_conn) -> None:
+    make_conn("babou_http", host="http://api.example.com/api/v1")
     with pytest.raises(BabouInputError, match="refusing plain http"):
         BabouHook("babou_http").list_projects()
 
@@ -64,25 +66,32 @@ def test_uri_form_connection(monkeypatch, emulator: EmulatorControl) -> None:
     assert hook.config.max_retries == 1
 
 
-def test_extras_and_overrides(babou_conn) -> None:
-    babou_conn("babou_x", timeout=7, max_retries=2, max_backoff=9)
-    assert (BabouHook("babou_x").config.timeout, BabouHook("babou_x").config.max_retries) == (7, 2)
+def test_extras_and_overrides(make_conn) -> None:
+    make_conn("babou_x", timeout=7, max_retries=2, max_backoff=9, retry_deadline=11, rate_limit=3)
+    config = BabouHook("babou_x").config
+    assert (config.timeout, config.max_retries) == (7, 2)
+    assert (config.max_backoff, config.retry_deadline, config.rate_limit) == (9, 11, 3)
     assert BabouHook("babou_x", max_backoff=1).config.max_backoff == 1
+    assert BabouHook("babou_x", retry_deadline=2).config.retry_deadline == 2
+    make_conn("babou_defaults", rate_limit=None)  # make_conn's rate_limit: none, so the default
+    defaults = BabouHook("babou_defaults").config
+    assert (defaults.timeout, defaults.max_retries, defaults.max_backoff) == (30, None, 30)
+    assert (defaults.retry_deadline, defaults.rate_limit) == (300, 20)
 
 
-def test_env_key_used_only_when_connection_has_none(babou_conn, monkeypatch, emulator) -> None:
-    babou_conn("babou_nokey", key=None)
+def test_env_key_used_only_when_connection_has_none(make_conn, monkeypatch, emulator) -> None:
+    make_conn("babou_nokey", key=None)
     with pytest.raises(BabouInputError, match="no Babou API key"):
         BabouHook("babou_nokey").list_projects()
     monkeypatch.setenv("BABOU_API_KEY", ALICE)
     assert BabouHook("babou_nokey").list_projects().items == []
     monkeypatch.setenv("BABOU_API_KEY", EXPIRED)
     # The connection's key wins over the environment's.
-    assert BabouHook().list_projects().items == []
+    assert BabouHook(make_conn()).list_projects().items == []
 
 
-def test_bad_key_format_rejected_before_any_request(babou_conn, emulator: EmulatorControl) -> None:
-    babou_conn("babou_bad", key="not-a-babou-key-123")
+def test_bad_key_format_rejected_before_any_request(make_conn, emulator: EmulatorControl) -> None:
+    make_conn("babou_bad", key="not-a-babou-key-123")
     hook = BabouHook("babou_bad")
     with pytest.raises(BabouInputError, match="malformed") as info:
         hook.list_projects()
@@ -104,7 +113,12 @@ def test_missing_connection(emulator) -> None:
 
 async def test_async_lookup_missing_connection(emulator) -> None:
     with pytest.raises(BabouInputError, match="not defined"):
-        await BabouHook("nope").aget_project("prj_1")
+        await BabouHook("nope").aconfig()
+    hook = BabouHook("nope")
+    with pytest.raises(BabouInputError, match="not defined"):
+        await hook.aobserve(ExportTarget("prj_1"), due=time.monotonic(), timeout=5)
+    await hook.aclose()
+    assert emulator.stats()["total"]["requests"] == 0
 
 
 def test_no_io_in_init(monkeypatch) -> None:
@@ -116,24 +130,24 @@ def test_no_io_in_init(monkeypatch) -> None:
     assert repr(hook) == "BabouHook(babou_conn_id='anything')"
 
 
-def test_invalid_arguments_rejected_locally(api: Api, emulator, tmp_path) -> None:
+def test_invalid_arguments_rejected_locally(hook: BabouHook, emulator, tmp_path) -> None:
     for bad in ("", "a/b", "a b", "x?y"):
         with pytest.raises(BabouInputError):
-            api.get_project(bad)
+            hook.get_project(bad)
     with pytest.raises(BabouInputError, match="1 to 30"):
-        api.create_project(name="x" * 31)
+        hook.create_project(name="x" * 31)
     with pytest.raises(BabouInputError, match="limit"):
-        api.list_projects(limit=101)
+        hook.list_projects(limit=101)
     with pytest.raises(BabouInputError, match="positive integer"):
-        api.create_chapter("prj_1", name="c", duration=0)
+        hook.create_chapter("prj_1", name="c", duration=0)
     assert emulator.stats()["total"]["requests"] == 0
 
 
 # --------------------------------------------------------------------------- secrecy
 
 
-def test_key_never_leaks(babou_conn, caplog, emulator: EmulatorControl) -> None:
-    babou_conn("babou_expired", key=EXPIRED)
+def test_key_never_leaks(make_conn, caplog, emulator: EmulatorControl) -> None:
+    make_conn("babou_expired", key=EXPIRED)
     hook = BabouHook("babou_expired", max_backoff=0.01)
     emulator.inject_fault("503_html", method="GET", path="/api/v1/projects$")
     with caplog.at_level("DEBUG"), pytest.raises(BabouAuthError) as info:
@@ -148,19 +162,21 @@ def test_key_never_leaks(babou_conn, caplog, emulator: EmulatorControl) -> None:
 
 def test_key_registered_with_secrets_masker(hook: BabouHook, monkeypatch) -> None:
     masked: list[str] = []
-    monkeypatch.setattr("airflow_provider_babou.hooks.babou.mask_secret", lambda s, *a, **k: masked.append(s))
+    monkeypatch.setattr(
+        "airflow_provider_babou.hooks._config.mask_secret", lambda s, *a, **k: masked.append(s)
+    )
     _ = hook.config
     assert ALICE in masked
 
 
-def test_user_agent(emulator) -> None:
+def test_user_agent(mock_hook) -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(200, json={"projects": []})
 
-    _mock_conn_hook(handler).list_projects()
+    mock_hook(handler).list_projects()
     agent = seen[0].headers["User-Agent"]
     assert agent.startswith("airflow-provider-babou/")
     assert " apache-airflow/" in agent
@@ -170,24 +186,15 @@ def test_user_agent(emulator) -> None:
 # --------------------------------------------------------------------------- connection reuse
 
 
-def test_thousand_sync_gets_reuse_one_connection(hook: BabouHook, emulator: EmulatorControl) -> None:
+def test_thousand_sync_gets_reuse_one_connection(babou_conn: str, emulator: EmulatorControl) -> None:
+    hook = BabouHook(babou_conn, rate_limit=100_000)  # the emulator has no limit: do not pace the loop
     project = hook.create_project(name="p")
     for _ in range(1000):
         hook.get_project(project.id)
     stats = key_stats(emulator)
     assert route_count(emulator, "GET /api/v1/projects/{project_id}") == 1000
     assert stats["connections"] == 1
-
-
-async def test_async_client_per_loop_reused(hook: BabouHook, emulator: EmulatorControl) -> None:
-    project = await hook.acreate_project(name="p")
-    await asyncio.gather(*(hook.aget_project(project.id) for _ in range(5)))
-    for _ in range(200):
-        await hook.aget_project(project.id)
-    client = await hook.aget_conn()
-    assert client is await hook.aget_conn()
-    assert key_stats(emulator)["connections"] <= 5  # the 5 concurrent ones, then reused
-    await hook.aclose()
+    hook.close()
 
 
 # --------------------------------------------------------------------------- uploads
@@ -228,56 +235,56 @@ class _CountingReader:
         self._file.close()
 
 
-def test_upload_is_streamed(api: Api, tmp_path: Path) -> None:
+def test_upload_is_streamed(hook: BabouHook, tmp_path: Path) -> None:
     big = tmp_path / "clip.mp4"
     big.write_bytes(b"\0" * (3 * 1024 * 1024 + 17))
     reader = _CountingReader(big)
-    asset = api.upload_asset(reader)
+    asset = hook.upload_asset(reader)
     reader.close()
     assert asset.size == big.stat().st_size
     assert asset.content_type == "video/mp4"
     assert 0 < reader.largest <= _transfer.CHUNK_SIZE
 
 
-def test_upload_object_storage_paths(api: Api, tmp_path: Path, memory_store) -> None:
+def test_upload_object_storage_paths(hook: BabouHook, tmp_path: Path, memory_store) -> None:
     from airflow.sdk import ObjectStoragePath
 
     local = tmp_path / "song.wav"
     local.write_bytes(b"RIFF" + b"1" * 300)
-    assert api.upload_asset(ObjectStoragePath(f"file://{local}")).content_type == "audio/wav"
+    assert hook.upload_asset(ObjectStoragePath(f"file://{local}")).content_type == "audio/wav"
     remote = ObjectStoragePath("memory://bucket/voice.mp3")
     with remote.open("wb") as handle:
         handle.write(b"ID3" + b"2" * 400)
-    asset = api.upload_asset(remote)
+    asset = hook.upload_asset(remote)
     assert (asset.content_type, asset.size) == ("audio/mpeg", 403)
 
 
-def test_upload_retried_with_the_same_bytes(api: Api, tmp_path: Path, emulator) -> None:
+def test_upload_retried_with_the_same_bytes(hook: BabouHook, tmp_path: Path, emulator) -> None:
     clip = tmp_path / "c.webm"
     clip.write_bytes(b"W" * 70_000)
     emulator.inject_fault("503_html", method="POST", path="/api/v1/assets$")
     with clip.open("rb") as handle:
-        asset = api.upload_asset(handle)
+        asset = hook.upload_asset(handle)
     assert asset.size == 70_000
     assert route_count(emulator, "POST /api/v1/assets") == 2
 
 
-def test_upload_input_errors(api: Api, tmp_path: Path, emulator) -> None:
+def test_upload_input_errors(hook: BabouHook, tmp_path: Path, emulator) -> None:
     with pytest.raises(BabouInputError, match="no such file"):
-        api.upload_asset(tmp_path / "missing.png")
+        hook.upload_asset(tmp_path / "missing.png")
     with pytest.raises(BabouInputError, match="not a regular file"):
-        api.upload_asset(tmp_path)
+        hook.upload_asset(tmp_path)
     odd = tmp_path / "data.xyz123"
     odd.write_bytes(b"1")
     with pytest.raises(BabouInputError, match="cannot guess"):
-        api.upload_asset(odd)
+        hook.upload_asset(odd)
     with pytest.raises(BabouInputError, match="unsupported content type"):
-        api.upload_asset(odd, content_type="application/zip")
+        hook.upload_asset(odd, content_type="application/zip")
     huge = tmp_path / "huge.mp4"
     with huge.open("wb") as handle:  # sparse: nothing is really written
         handle.truncate(100 * 1024 * 1024 + 1)
     with pytest.raises(BabouInputError, match="at most 104857600 bytes"):
-        api.upload_asset(huge)
+        hook.upload_asset(huge)
     assert emulator.stats()["total"]["requests"] == 0
 
 
@@ -312,20 +319,20 @@ def test_download_resumes_after_drop(hook: BabouHook, emulator, tmp_path: Path) 
     assert key_stats(emulator)["responses"].get("206", 0) == 2
 
 
-async def test_async_download_resumes(hook: BabouHook, emulator, tmp_path: Path) -> None:
-    project_id = await asyncio.to_thread(_completed_export, hook)
+def test_download_resumes_after_one_early_drop(hook: BabouHook, emulator, tmp_path: Path) -> None:
+    project_id = _completed_export(hook)
     emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=5000)
-    result = await hook.adownload_export(project_id, tmp_path / "v.mp4")
+    result = hook.download_export(project_id, tmp_path / "v.mp4")
     assert result.size == (tmp_path / "v.mp4").stat().st_size
     assert route_count(emulator, DOWNLOAD) == 2
-    await hook.aclose()
+    assert list(tmp_path.iterdir()) == [tmp_path / "v.mp4"]
 
 
 def test_download_expired_twice(hook: BabouHook, emulator, tmp_path: Path) -> None:
     project_id = _completed_export(hook)
     emulator.configure(download_ttl_seconds=0.001)
     status_before = route_count(emulator, "GET /api/v1/projects/{project_id}/export")
-    with pytest.raises(BabouDownloadExpiredError, match="fetch the export status again") as info:
+    with pytest.raises(BabouDownloadExpiredError, match=r"fetch the export status of prj_.* again") as info:
         hook.download_export(project_id, tmp_path / "v.mp4")
     assert info.value.http_status == 403
     assert route_count(emulator, DOWNLOAD) == 2
@@ -334,7 +341,7 @@ def test_download_expired_twice(hook: BabouHook, emulator, tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_expired_url_refreshed(babou_conn, emulator, tmp_path: Path) -> None:
+def test_download_expired_url_refreshed(babou_conn: str, emulator, tmp_path: Path) -> None:
     # The emulator mints a fresh URL on every status call, so spoil only the first one.
     spoiled: list[str] = []
 
@@ -349,9 +356,9 @@ def test_download_expired_url_refreshed(babou_conn, emulator, tmp_path: Path) ->
                     return httpx.Response(200, json=body)
             return response
 
-    setup = BabouHook()
+    setup = BabouHook(babou_conn)
     project_id = _completed_export(setup)
-    result = BabouHook(transport=Spoil()).download_export(project_id, tmp_path / "v.mp4")
+    result = BabouHook(babou_conn, transport=Spoil()).download_export(project_id, tmp_path / "v.mp4")
     assert spoiled
     assert result.size > 0
     assert key_stats(emulator)["responses"]["403"] == 1
@@ -386,21 +393,16 @@ def test_download_before_completion(hook: BabouHook, emulator, tmp_path: Path) -
 # --------------------------------------------------------------------------- MockTransport-only cases
 
 
-def _mock_conn_hook(handler, conn_id: str = "babou_mock", host: str = "https://api.babou.test/api/v1", **kw):
-    import os
+@pytest.fixture
+def mock_hook(monkeypatch: pytest.MonkeyPatch) -> Callable[..., BabouHook]:
+    """A hook on ``babou_mock`` (``https://api.babou.test``, key ALICE) answered by ``handler``."""
 
-    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
-        {"conn_type": "babou", "host": host, "password": ALICE}
-    )
-    return BabouHook(conn_id, transport=httpx.MockTransport(handler), **kw)
+    def make(handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -> BabouHook:
+        conn = {"conn_type": "babou", "host": "https://api.babou.test/api/v1", "password": ALICE}
+        monkeypatch.setenv("AIRFLOW_CONN_BABOU_MOCK", json.dumps(conn))
+        return BabouHook("babou_mock", transport=httpx.MockTransport(handler), **kw)
 
-
-@pytest.fixture(autouse=True)
-def _drop_mock_conn():
-    import os
-
-    yield
-    os.environ.pop("AIRFLOW_CONN_BABOU_MOCK", None)
+    return make
 
 
 @pytest.mark.parametrize(
@@ -411,15 +413,15 @@ def _drop_mock_conn():
         {"projects": [{"id": "prj_a", "name": "a", "unknown": 1}, {"id": "prj_b", "name": "b"}]},
     ],
 )
-def test_tolerant_project_lists(body) -> None:
-    hook = _mock_conn_hook(lambda request: httpx.Response(200, json=body))
+def test_tolerant_project_lists(mock_hook, body) -> None:
+    hook = mock_hook(lambda request: httpx.Response(200, json=body))
     page = hook.list_projects()
     assert [p.id for p in page.items] == ["prj_a", "prj_b"]
     assert page.pagination is None
     assert [p.id for p in hook.iter_projects(page_size=5)] == ["prj_a", "prj_b"]
 
 
-def test_http_date_retry_after() -> None:
+def test_http_date_retry_after(mock_hook) -> None:
     calls: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -431,15 +433,15 @@ def test_http_date_retry_after() -> None:
             )
         return httpx.Response(200, json={"projects": []})
 
-    _mock_conn_hook(handler, max_backoff=60).list_projects()
+    mock_hook(handler, max_backoff=60).list_projects()
     assert 0.9 <= calls[1] - calls[0] <= 3.5
-    parsed = _errors.parse_retry_after(email.utils.formatdate(time.time() + 2, usegmt=True))
+    parsed = _http.parse_retry_after(email.utils.formatdate(time.time() + 2, usegmt=True))
     assert parsed is not None
     assert 1.0 <= parsed <= 2.1
-    assert _errors.parse_retry_after("garbage") is None
+    assert _http.parse_retry_after("garbage") is None
 
 
-def test_cdn_download_gets_no_authorization(tmp_path: Path) -> None:
+def test_cdn_download_gets_no_authorization(mock_hook, tmp_path: Path) -> None:
     seen: dict[str, str | None] = {}
     payload = b"\0\0\0\x18ftypmp42" + b"v" * 1000
 
@@ -453,7 +455,7 @@ def test_cdn_download_gets_no_authorization(tmp_path: Path) -> None:
             200, json={"status": "completed", "download_url": "https://cdn.example.net/v/prj_a.mp4?sig=1"}
         )
 
-    result = _mock_conn_hook(handler).download_export("prj_a", tmp_path / "v.mp4")
+    result = mock_hook(handler).download_export("prj_a", tmp_path / "v.mp4")
     assert result.size == len(payload)
     assert seen["api.babou.test"] == f"Bearer {ALICE}"
     assert seen["cdn.example.net"] is None
@@ -462,10 +464,10 @@ def test_cdn_download_gets_no_authorization(tmp_path: Path) -> None:
 def test_non_json_error_mapping() -> None:
     request = httpx.Request("POST", "https://api.babou.test/api/v1/assets?x=1")
     page = "<html><head><title>502</title></head><body><h1>Bad   Gateway</h1></body></html>"
-    err = _errors.error_for_response(httpx.Response(502, text=page, request=request), "POST")
+    err = _http.error_for_response(httpx.Response(502, text=page, request=request), "POST")
     assert err.message == "502 Bad Gateway (non-JSON body: 502 Bad Gateway)"
     assert (err.method, err.path) == ("POST", "/api/v1/assets")
-    big = _errors.error_for_response(
+    big = _http.error_for_response(
         httpx.Response(413, json={"error": "File too large", "code": "FILE_TOO_LARGE"}, request=request),
         "POST",
     )
