@@ -277,9 +277,10 @@ def wait(
         try:
             obj, state = look_once(target)
         except TRANSIENT_ERRORS as err:
-            raise BabouWaitTimeoutError(
-                f"{target.describe()}: no answer before the deadline ({err})"
-            ) from err
+            if clock.remaining() > 0:
+                raise  # more failures in a row than tolerated, well before the deadline
+            message = f"{target.describe()}: no answer before the deadline ({err})"
+            raise BabouWaitTimeoutError(message) from err
         if state.done and state.succeeded:
             return obj
         if state.done:

@@ -200,11 +200,8 @@ class BabouHook(BaseHook):
         retry: bool = True,
         timeout: float | None = None,
     ) -> httpx.Response:
-        """Send one API request, retrying transient faults by time; the only sync code that sends.
-
-        GETs retry every transient fault; POSTs only what surely did not take effect (not sent,
-        429, 503). Waits grow exponentially with jitter, or follow ``Retry-After``; retries stop
-        after ``retry_deadline`` seconds, and never sleep past :attr:`deadline`.
+        """Send one API request (the only sync code that does), retrying transient faults for up to
+        ``retry_deadline`` seconds and never past :attr:`deadline` (rules: :func:`._http.is_retryable`).
         """
         config, client = self.config, self.get_conn()
         budget = _budget.budget_for(_budget.budget_key(config.base_url, config.api_key), config.rate_limit)
@@ -221,9 +218,7 @@ class BabouHook(BaseHook):
             try:
                 budget.wait_sync(give_up if left is None else min(give_up, left))
             except TimeoutError as exc:  # typed, and final: nothing was sent
-                raise BabouRateLimitError(
-                    f"not sent: {exc}", method=method, path=httpx.URL(url).path
-                ) from None
+                raise BabouRateLimitError(f"not sent: {exc}", method=method, path=path) from None
             content = body.chunks() if body is not None else None
             try:
                 response = client.request(
