@@ -321,8 +321,11 @@ def run_cell(side: str, n: int, procs: int, args: argparse.Namespace) -> dict[st
         try:
             emulator.start()
             control = EmulatorControl(emulator.url)
+            # As the README advises: the connection's rate_limit extra is the key's limit (each
+            # process of a --two-process run starts there, and adapts down on 429s).
+            babou_conn = {"conn_type": "babou", "host": control.api_url, "password": KEY}
             os.environ["AIRFLOW_CONN_BABOU_DEFAULT"] = json.dumps(
-                {"conn_type": "babou", "host": control.api_url, "password": KEY}
+                {**babou_conn, "extra": {"rate_limit": args.rate}}
             )
             os.environ["AIRFLOW_CONN_HTTP_BABOU"] = json.dumps(
                 {"conn_type": "http", "host": control.api_url, "extra": {"Authorization": f"Bearer {KEY}"}}
