@@ -92,11 +92,8 @@ async def get(shared: SharedClient, target: WaitTarget, *, due: float, timeout: 
     try:
         await shared.gate.acquire(due, timeout)
     except asyncio.TimeoutError:
-        raise BabouTransportError(
-            f"no request slot within {timeout:.1f} s: the key's rate budget is exhausted",
-            method="GET",
-            path=httpx.URL(url).path,
-            hint="other waits on this key used it; raise the connection's rate_limit extra if Babou allows",
+        raise _timed_out(
+            url, f"no request slot within {timeout:.1f} s: the key's rate budget is exhausted"
         ) from None
     left = max(0.1, timeout - (loop.time() - started))
     try:
@@ -104,15 +101,19 @@ async def get(shared: SharedClient, target: WaitTarget, *, due: float, timeout: 
         # whole request is bounded too.
         response = await asyncio.wait_for(shared.client.get(url, timeout=left), left)
     except asyncio.TimeoutError:
-        raise BabouTransportError(
-            f"no complete answer within {left:.1f} s",
-            method="GET",
-            path=httpx.URL(url).path,
-            hint="the request timed out; raise the connection's timeout extra if this persists",
-        ) from None
+        raise _timed_out(url, f"no complete answer within {left:.1f} s") from None
     except httpx.TransportError as exc:
         raise transport_error(exc, "GET", url, config.api_key) from exc
     record(shared.gate.budget, response)
     if response.is_error:
         raise error_for_response(response, "GET", config.api_key)
     return parse_model(target.model, response, config.api_key)
+
+
+def _timed_out(url: str, message: str) -> BabouTransportError:
+    return BabouTransportError(
+        message,
+        method="GET",
+        path=httpx.URL(url).path,
+        hint="Babou was slow, or other waits used the key's budget (see the connection's rate_limit)",
+    )
