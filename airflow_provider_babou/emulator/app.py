@@ -53,6 +53,11 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's own body parsing (the control endpoints' models) failed on something other
+        # than a JSONDecodeError, e.g. a RecursionError on a deeply nested body.
+        hint = "Send a valid JSON object that is not deeply nested"
+        return _envelope(ApiError(400, "VALIDATION_ERROR", "Invalid JSON body", hint))
     codes = {404: ("NOT_FOUND", "Not found"), 405: ("METHOD_NOT_ALLOWED", "Method not allowed")}
     code, error = codes.get(exc.status_code, ("HTTP_ERROR", str(exc.detail)))
     return _envelope(ApiError(exc.status_code, code, error, headers=dict(exc.headers or {})))

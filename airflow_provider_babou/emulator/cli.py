@@ -97,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sock.listen(2048)
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    app = create_app(config)
     uv_config = uvicorn.Config(
-        create_app(config),
+        app,
         log_level=args.log_level,
         access_log=False,
         lifespan="off",
@@ -106,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     silence_drop_tracebacks()
     server = _Server(uv_config)
+    # A scripted outage closes the connection a request came on: let the app find it.
+    app.state.emulator.connections = server.server_state.connections
     server.ready_line = f"Babou emulator listening on http://{host}:{port}/api/v1"
     server.run(sockets=[sock])
 

@@ -68,3 +68,17 @@ class EmulatorControl:
             "after_bytes": after_bytes,
         }
         self._call("POST", "faults", json=body)
+
+    def outage(self, seconds: float, mode: str = "drop") -> dict[str, Any]:
+        """Fail every API and download request for ``seconds`` (0 ends an outage early).
+
+        ``mode``: ``drop`` (connection closed without a response; the default), ``reset`` (TCP
+        RST) or ``503`` (HTML 503 page). Returns ``{"active", "mode", "seconds_left"}``.
+        """
+        result: dict[str, Any] = self._call("POST", "outage", json={"seconds": seconds, "mode": mode})
+        return result
+
+    def outage_status(self) -> dict[str, Any]:
+        """``{"active", "mode", "seconds_left"}`` of the outage in force, if any."""
+        result: dict[str, Any] = self._call("GET", "outage")
+        return result

@@ -1,28 +1,36 @@
 """ASGI middleware for ``/api/v1`` and ``/downloads``: counting, fault injection, rate limiting.
 
-Order per request: count it → draw a fault (one draw per request, see
-:mod:`~airflow_provider_babou.emulator.faults`) → optional latency → immediate fault responses or
-``drop_before`` → per-key rate limit → the route, with ``delay_after`` / ``drop_after`` applied to
-its response. ``/_emulator/*`` passes straight through and is never counted or faulted.
+Order per request: count it → a scripted outage fails it (no draw) → draw a fault (one draw per
+request, see :mod:`~airflow_provider_babou.emulator.faults`) → optional latency → the outage
+again (one may have started during the latency) → immediate fault responses or ``drop_before`` →
+per-key rate limit → the route, with ``delay_after`` / ``drop_after`` applied to its response.
+``/_emulator/*`` passes straight through and is never counted, faulted or hit by an outage.
 
 A dropped connection is made by sending the response head (with its full ``Content-Length``) and
 part of the body, then raising :class:`DropConnection`: uvicorn then closes the socket mid-response,
 which is what a client sees when a proxy or the network fails.
+
+An outage's ``drop`` sends nothing at all: it closes the request's connection itself (found among
+the server's connections by the client address; see ``EmulatorState.connections``), since an
+ASGI app that fails before starting a response makes uvicorn answer 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.routing import Match, Router
 
 from airflow_provider_babou.emulator.faults import Decision
-from airflow_provider_babou.emulator.state import EmulatorState
+from airflow_provider_babou.emulator.state import EmulatorState, Outage
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -106,17 +114,26 @@ class EmulatorMiddleware:
         key = state.key_from_header(auth)
         client = scope.get("client")
         state.stats.request(key, self._route_label(scope), tuple(client) if client else None)
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state.stats.response(key, message["status"])
+            await send(message)
+
+        outage = state.outage()
+        if outage is not None:
+            await self._fail_for_outage(outage, scope, receive, counted_send, key)
+            return
         decision = state.faults.decide(scope["method"], path, key)
         if decision is not None:
             state.stats.fault(key, decision.fault)
             if decision.fault == "latency":
                 await asyncio.sleep(decision.seconds or 0)
                 decision = None
-
-        async def counted_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state.stats.response(key, message["status"])
-            await send(message)
+                outage = state.outage()
+                if outage is not None:
+                    await self._fail_for_outage(outage, scope, receive, counted_send, key)
+                    return
 
         if decision is not None and await self._immediate(decision, receive, counted_send):
             return
@@ -133,6 +150,50 @@ class EmulatorMiddleware:
             if _is_drop(group):
                 raise DropConnection() from None
             raise
+
+    async def _fail_for_outage(
+        self, outage: Outage, scope: Scope, receive: Receive, send: Send, key: str | None
+    ) -> None:
+        """Fail a request as a total outage does: the route never runs."""
+        self.state.stats.fault(key, f"outage_{outage.mode}")
+        if outage.mode == "503":
+            await self._immediate(Decision("503_html"), receive, send)
+            return
+        if outage.mode == "drop":
+            # Read the request first, so the close is a clean FIN ("server disconnected without
+            # sending a response") rather than a reset with request bytes unread.
+            await _drain(receive)
+        if not await self._close_connection(scope, abort=outage.mode == "reset"):
+            raise DropConnection()  # not under the CLI's uvicorn: the best an ASGI app can do
+
+    async def _close_connection(self, scope: Scope, *, abort: bool) -> bool:
+        """Close (or abort) the connection ``scope`` came on; False when it cannot be found."""
+        connections = self.state.connections
+        client = scope.get("client")
+        if connections is None or client is None:
+            return False
+        client = tuple(client)
+        for protocol in list(connections):
+            transport = getattr(protocol, "transport", None)
+            if getattr(protocol, "client", None) != client or transport is None:
+                continue
+            if abort:
+                # SO_LINGER 0: the close sends a TCP RST ("connection reset by peer"), not a FIN.
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            else:
+                transport.close()
+            # Return only once the server has seen the connection go (connection_lost), so it
+            # does not answer the request with its own 500 for "no response started".
+            for _ in range(200):
+                if protocol not in connections:
+                    break
+                await asyncio.sleep(0.005)
+            return True
+        return False
 
     async def _send_429(self, send: Send, retry_after: float) -> None:
         body = json.dumps(

@@ -28,6 +28,12 @@ from airflow_provider_babou.limits import (
 _TYPES_HINT = "Supported types: " + ", ".join(SUPPORTED_CONTENT_TYPES)
 ASSET_STATES = ("uploading", "processing", "ready", "error", "failed")
 _NAME_HINT = f"Name must be between 1 and {NAME_MAX} characters"
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of objects/arrays accepted in a JSON body (the body itself is level 1).
+
+A body that parses but nests near Python's recursion limit could not be stored and echoed back
+(``settings``) without a ``RecursionError``; deeper ones fail in the parser. Both are 400s."""
+_DEPTH_HINT = f"The request body must be a JSON object nested at most {MAX_JSON_DEPTH} levels deep"
 
 
 def emulator_state(request: Request) -> EmulatorState:
@@ -68,9 +74,27 @@ async def _json_object(request: Request) -> dict[str, Any]:
         data = json.loads(await request.body())
     except ValueError:  # includes JSONDecodeError and UnicodeDecodeError
         raise _invalid("The request body must be a valid JSON object", "Invalid JSON body") from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise _invalid(_DEPTH_HINT, "Invalid JSON body") from None
     if not isinstance(data, dict):
         raise _invalid("The request body must be a JSON object", "Invalid JSON body")
+    if _nesting_exceeds(data, MAX_JSON_DEPTH):
+        raise _invalid(_DEPTH_HINT, "Invalid JSON body")
     return data
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects/arrays more than ``limit`` levels deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _name(data: dict[str, Any]) -> str:

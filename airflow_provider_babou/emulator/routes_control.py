@@ -1,6 +1,6 @@
 """Control endpoints under ``/_emulator`` (no auth; a Bearer key selects the key where relevant).
 
-They are never rate limited, faulted or counted.
+They are never rate limited, faulted or counted, and stay up during a scripted outage.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from airflow_provider_babou.emulator import schemas
 from airflow_provider_babou.emulator.config import mask_key
 from airflow_provider_babou.emulator.faults import ScriptedFault
 from airflow_provider_babou.emulator.routes_api import emulator_state
+from airflow_provider_babou.emulator.state import Outage
 from airflow_provider_babou.emulator.store import ApiError
 
 router = APIRouter(prefix="/_emulator", tags=["Emulator control"], responses=schemas.errors(400))
@@ -78,3 +79,28 @@ async def script_fault(request: Request, body: schemas.ScriptFault) -> JSONRespo
         ScriptedFault(body.fault, body.method, pattern, body.count, body.seconds, body.after_bytes)
     )
     return JSONResponse({"scripted": state.faults.pending()})
+
+
+def _outage_status(outage: Outage | None) -> dict[str, Any]:
+    if outage is None:
+        return {"active": False, "mode": None, "seconds_left": 0.0}
+    return {"active": True, "mode": outage.mode, "seconds_left": round(outage.seconds_left(), 3)}
+
+
+@router.post("/outage", responses={200: {"model": schemas.OutageStatus}})
+async def start_outage(request: Request, body: schemas.OutageRequest) -> JSONResponse:
+    """Fail every ``/api/v1`` and ``/downloads`` request for ``seconds``, then recover by itself.
+
+    ``drop`` (default): the request is read, then the connection is closed without a response;
+    ``reset``: the connection is aborted (TCP RST) unread; ``503``: an nginx-style HTML 503 page.
+    No request that arrives during the outage reaches a route, so none takes effect. ``seconds: 0``
+    ends an outage at once; a new call replaces the current one.
+    """
+    state = emulator_state(request)
+    return JSONResponse(_outage_status(state.start_outage(body.seconds, body.mode)))
+
+
+@router.get("/outage", responses={200: {"model": schemas.OutageStatus}})
+async def outage_status(request: Request) -> JSONResponse:
+    """Whether an outage is in force, its mode and the seconds left."""
+    return JSONResponse(_outage_status(emulator_state(request).outage()))

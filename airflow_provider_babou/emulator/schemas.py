@@ -158,6 +158,23 @@ class ScriptFault(BaseModel):
     after_bytes: int | None = Field(None, ge=0)
 
 
+class OutageRequest(BaseModel):
+    """Body of ``POST /_emulator/outage``; ``seconds: 0`` ends an outage early."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(ge=0, le=3600)
+    mode: Literal["drop", "reset", "503"] = "drop"
+
+
+class OutageStatus(BaseModel):
+    """An outage's state: ``active`` false (and ``mode`` null) when none is in force."""
+
+    active: bool
+    mode: Literal["drop", "reset", "503"] | None
+    seconds_left: float
+
+
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for error statuses, all using the envelope."""
     out: dict[int | str, dict[str, Any]] = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_babou.emulator.config import EmulatorConfig, profile_from
@@ -12,6 +14,22 @@ from airflow_provider_babou.emulator.stats import Stats
 from airflow_provider_babou.emulator.store import ApiError, Store
 from airflow_provider_babou.limits import API_KEY_PREFIX
 
+OUTAGE_MODES = ("drop", "reset", "503")
+"""How requests fail during a scripted outage (``POST /_emulator/outage``): ``drop`` closes the
+connection without a response after reading the request, ``reset`` aborts it (TCP RST) unread,
+``503`` answers an nginx-style HTML 503 page."""
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A scripted total outage of ``/api/v1`` and ``/downloads`` until ``until`` (monotonic clock)."""
+
+    mode: str
+    until: float
+
+    def seconds_left(self) -> float:
+        return max(0.0, self.until - time.monotonic())
+
 
 class EmulatorState:
     """Holds everything ``POST /_emulator/reset`` wipes; keeps the start-up config to restore it."""
@@ -19,6 +37,10 @@ class EmulatorState:
     def __init__(self, config: EmulatorConfig) -> None:
         self._initial = config.model_copy(deep=True)
         self._lock = threading.Lock()
+        # The server's open connections (uvicorn protocol objects, each with ``client`` and
+        # ``transport``), set by the CLI: an outage in ``drop``/``reset`` mode closes the
+        # connection a request came on. None when the app runs in-process.
+        self.connections: set[Any] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -29,7 +51,23 @@ class EmulatorState:
             self.stats = Stats()
             self.faults = FaultInjector(self.config.faults, self.config.seed)
             self.limiter = RateLimiter(self.config.rate_limit, self.config.rate_burst)
+            self._outage: Outage | None = None
             self._index_keys()
+
+    def start_outage(self, seconds: float, mode: str) -> Outage | None:
+        """Fail every ``/api/v1`` and ``/downloads`` request for ``seconds`` (0 ends an outage)."""
+        if mode not in OUTAGE_MODES:
+            raise ValueError(f"unknown outage mode {mode!r}; known: {', '.join(OUTAGE_MODES)}")
+        with self._lock:
+            self._outage = Outage(mode, time.monotonic() + seconds) if seconds > 0 else None
+            return self._outage
+
+    def outage(self) -> Outage | None:
+        """The outage in force now, if any (it ends by itself when its time is up)."""
+        outage = self._outage
+        if outage is not None and outage.seconds_left() <= 0:
+            return None
+        return outage
 
     def _index_keys(self) -> None:
         self._valid = frozenset(self.config.api_keys)

@@ -1,0 +1,538 @@
+"""Machinery shared by the real-deployment tests: Airflow components as separate processes in a
+fresh AIRFLOW_HOME, on SQLite or on a private Postgres cluster, plus diagnostics and log scans.
+
+Everything is bounded by a timeout, and everything started here is stopped by PID (process group)
+or dropped (the Postgres cluster) by the context managers, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+STARTUP_TIMEOUT = 90.0  # api-server healthy and DAG parsed (2 shared cores)
+CLI_TIMEOUT = 60.0
+STOP_GRACE = 15.0
+TAIL_CHARS = 3000
+DIAGNOSTICS_CHARS = 60_000  # a failure message stays readable with 20 mapped tasks under chaos
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: Path, chars: int = TAIL_CHARS) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<unreadable: {exc}>"
+    return text[-chars:]
+
+
+def log_errors(path: Path) -> list[str]:
+    """Warnings and errors (with their exceptions) of a JSON-lines task/trigger log, oldest first."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return [f"<unreadable: {exc}>"]
+    picked = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if "Traceback" in line or "Error" in line:
+                picked.append(line[:500])
+            continue
+        if not isinstance(record, dict) or record.get("level") not in ("warning", "error", "critical"):
+            continue
+        excs = [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in record.get("error_detail") or []]
+        picked.append(
+            f"{record.get('timestamp')} {record['level']} {record.get('event')} {excs or ''}"[:1000]
+        )
+    return picked
+
+
+def summarise_task_log(path: Path, last: int = 3, most: int = 20) -> str:
+    """The last ``most`` warnings and errors of a task/trigger log, and its last lines."""
+    picked = log_errors(path)
+    if len(picked) > most:
+        picked = [f"({len(picked) - most} earlier warnings/errors left out)", *picked[-most:]]
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    return "\n".join([*picked, "...", *(line[:300] for line in lines[-last:])])
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we cannot signal still exists
+        return True
+    return True
+
+
+def key_leaks(folders: Iterable[Path], key: str) -> list[str]:
+    """Every file under ``folders`` whose bytes contain ``key``."""
+    needle = key.encode()
+    return [
+        str(path)
+        for folder in folders
+        if folder.exists()
+        for path in folder.rglob("*")
+        if path.is_file() and needle in path.read_bytes()
+    ]
+
+
+# -- metadata databases ----------------------------------------------------------------------------
+
+
+class Database(Protocol):
+    """Where a deployment keeps its metadata, and a read-only way to look into it."""
+
+    url: str  # SQLAlchemy URL for AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run one read query (``?`` placeholders); [] when the table is not there yet."""
+        ...
+
+
+class SqliteDatabase:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:  # table not there yet, or locked past the timeout
+            return []
+        finally:
+            conn.close()
+
+
+PG_MISSING = (
+    "pg_createcluster is not installed: these tests start a private PostgreSQL cluster. Run them "
+    "through .ci/test (it installs Debian's postgresql package when pg_createcluster is missing) "
+    "or `apt-get install -y postgresql`."
+)
+
+
+def installed_pg_version() -> str:
+    """The newest PostgreSQL server installed the Debian way (``/usr/lib/postgresql/N``); 15 on
+    the project's machines. ``BABOU_PG_VERSION`` overrides it."""
+    versions = [p.parent.parent.name for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
+    numeric = sorted((v for v in versions if v.isdigit()), key=int)
+    return os.environ.get("BABOU_PG_VERSION") or (numeric[-1] if numeric else "15")
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster (Debian's ``pg_createcluster``) with user and database ``airflow``.
+
+    Runs as root (``su postgres`` creates the role); :meth:`drop` stops and deletes it.
+    """
+
+    def __init__(self, name: str, port: int, version: str | None = None) -> None:
+        self.name = name
+        self.port = port
+        self.version = version or installed_pg_version()
+        self.url = f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
+        self.created = False
+
+    def _run(self, *cmd: str, timeout: float = 120) -> None:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(cmd)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout[-TAIL_CHARS:]}\nstderr:\n{result.stderr[-TAIL_CHARS:]}"
+            )
+
+    def create(self) -> None:
+        if shutil.which("pg_createcluster") is None:
+            raise AssertionError(PG_MISSING)
+        self.created = True  # from here on, drop() cleans up whatever exists
+        self._run(
+            "pg_createcluster", self.version, self.name, "-p", str(self.port),
+            "--", "--auth-local=trust", "--auth-host=trust",
+        )  # fmt: skip
+        self._run("pg_ctlcluster", self.version, self.name, "start")
+        for statement in ("CREATE USER airflow", "CREATE DATABASE airflow OWNER airflow"):
+            self._run("su", "postgres", "-c", f'psql -q -p {self.port} -c "{statement};"')
+
+    def drop(self) -> None:
+        """Stop and delete the cluster (data, config and log), if it got as far as existing."""
+        if self.created and self.exists():
+            self._run("pg_dropcluster", "--stop", self.version, self.name)
+        self.created = False
+
+    def exists(self) -> bool:
+        result = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, timeout=30)
+        return any(line.split()[:2] == [self.version, self.name] for line in result.stdout.splitlines())
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(
+                host="127.0.0.1", port=self.port, user="airflow", dbname="airflow", connect_timeout=10
+            )
+        except psycopg2.Error:
+            return []
+        try:
+            conn.set_session(readonly=True, autocommit=True)
+            with conn.cursor() as cursor:
+                cursor.execute(sql.replace("?", "%s"), params)
+                return list(cursor.fetchall())
+        except psycopg2.Error:  # table not there yet
+            return []
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def postgres_cluster(prefix: str = "babou") -> Iterator[PostgresCluster]:
+    """A fresh cluster on a free port, dropped on exit (also when the body fails)."""
+    cluster = PostgresCluster(f"{prefix}_{secrets.token_hex(4)}", free_port())
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.drop()
+
+
+# -- the deployment --------------------------------------------------------------------------------
+
+
+def deployment_env(home: Path, dags: Path, db: Database, api_port: int, **extra: str) -> dict[str, str]:
+    """The components' environment: nothing Airflow- or Babou-related is inherited from the test
+    process (its conftest points AIRFLOW_HOME and the DB elsewhere); ``extra`` is added last."""
+    api_url = f"http://127.0.0.1:{api_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BABOU_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.url,
+            # api-server on a free loopback port; task workers reach its execution API there.
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__BASE_URL": api_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            # The log servers of the LocalExecutor and the triggerer default to fixed ports
+            # (8793/8794); free ones keep concurrent test sessions from colliding.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            # Fast loops: parse the DAG file right away, schedule without idling.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            # A retry must not sit out the default five minutes.
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "2",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+_MISMATCH = re.compile(r"finished with state (\w+), but the task instance's state attribute is (\w+)")
+
+
+@dataclass(frozen=True)
+class TaskTry:
+    """One try of one task instance that did not end the task: what ended it."""
+
+    task: str  # task_id[map_index]
+    try_number: int
+    state: str | None
+    cause: str
+    executor_race: bool = False  # failed by the scheduler (state mismatch), not by the task
+
+
+@dataclass
+class Deployment:
+    home: Path
+    dag_id: str
+    db: Database
+    env: dict[str, str]
+    api_url: str
+    passed: bool = False
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def component_logs(self) -> Path:
+        return self.home / "component-logs"
+
+    def airflow(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run one ``airflow`` CLI command in the deployment's environment; raise with its output."""
+        cmd = [sys.executable, "-m", "airflow", *args]
+        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout[-TAIL_CHARS:]}\nstderr:\n{result.stderr[-TAIL_CHARS:]}\n"
+                + self.diagnostics()
+            )
+        return result
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Read the metadata DB (read-only; the components hold the writers)."""
+        return self.db.query(sql, *params)
+
+    def start(self, component: str) -> None:
+        self.component_logs.mkdir(exist_ok=True)
+        log = (self.component_logs / f"{component}.log").open("wb")
+        try:
+            self.procs[component] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", component],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # own process group: teardown signals it and its workers
+            )
+        finally:
+            log.close()  # the child holds its own descriptor
+
+    def check_running(self) -> None:
+        dead = {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
+        if dead:
+            raise AssertionError(f"component(s) exited early: {dead}\n{self.diagnostics()}")
+
+    def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_running()
+            value = probe()
+            if value is not None:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f}s waiting for {what}\n{self.diagnostics()}"
+                )
+            time.sleep(every)
+
+    def api_healthy(self) -> bool | None:
+        try:
+            response = httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return True if response.status_code == 200 else None
+
+    def wait_until_parsed(self) -> None:
+        self.wait_for(
+            f"{self.dag_id} to be parsed and serialised",
+            lambda: self.query("SELECT dag_id FROM serialized_dag WHERE dag_id = ?", self.dag_id) or None,
+            STARTUP_TIMEOUT,
+        )
+
+    def run_state(self, run_id: str | None = None) -> str | None:
+        """The run's final state (``success``/``failed``), None while it is not final."""
+        if run_id is None:
+            rows = self.query("SELECT state FROM dag_run WHERE dag_id = ?", self.dag_id)
+        else:
+            rows = self.query(
+                "SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", self.dag_id, run_id
+            )
+        if rows and rows[0][0] in ("success", "failed"):
+            return str(rows[0][0])
+        return None
+
+    def task_instances(self, run_id: str) -> list[tuple[str, int, str | None, int]]:
+        """``(task_id, map_index, state, try_number)`` of every task instance of the run, sorted."""
+        rows = self.query(
+            "SELECT task_id, map_index, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            self.dag_id,
+            run_id,
+        )
+        return sorted((str(r[0]), int(r[1]), r[2], int(r[3])) for r in rows)
+
+    def attempt_log(self, run_id: str, task_id: str, map_index: int, try_number: int) -> Path:
+        folder = self.logs / f"dag_id={self.dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if map_index >= 0:
+            folder = folder / f"map_index={map_index}"
+        return folder / f"attempt={try_number}.log"
+
+    def lost_tries(self, run_id: str) -> list[TaskTry]:
+        """Every try of the run's task instances that did not end in success, with what ended it:
+        the earlier tries (``task_instance_history``) and the last try of a failed task instance.
+
+        A try the scheduler failed because of the executor race on resumed deferred tasks
+        (apache/airflow#66374, #67287, #72716: the audit log's ``state mismatch``, a stale
+        "success" of the worker that deferred) is told apart from a try that failed on its own
+        error (the last error its task log records).
+        """
+        tries = [
+            (str(r[0]), int(r[1]), int(r[2]), r[3])
+            for r in self.query(
+                "SELECT task_id, map_index, try_number, state FROM task_instance_history "
+                "WHERE dag_id = ? AND run_id = ?",
+                self.dag_id,
+                run_id,
+            )
+        ]
+        tries += [
+            (task_id, map_index, try_number, state)
+            for task_id, map_index, state, try_number in self.task_instances(run_id)
+            if state in ("failed", "upstream_failed", "up_for_retry")
+        ]
+        mismatches: dict[tuple[str, int, int], str] = {}
+        for task_id, map_index, try_number, extra in self.query(
+            "SELECT task_id, map_index, try_number, extra FROM log "
+            "WHERE dag_id = ? AND run_id = ? AND event = 'state mismatch'",
+            self.dag_id,
+            run_id,
+        ):
+            found = _MISMATCH.search(extra or "")
+            if found is None or found.group(1) != "success":
+                continue  # a task killed externally is a real loss, not the race
+            key = (str(task_id), int(map_index if map_index is not None else -1), int(try_number or 0))
+            mismatches[key] = found.group(2)
+        lost = []
+        for task_id, map_index, try_number, state in sorted(set(tries), key=lambda r: r[:3]):
+            label = f"{task_id}[{map_index}]" if map_index >= 0 else task_id
+            if (task_id, map_index, try_number) in mismatches:
+                cause = (
+                    "Airflow executor race, not a task error: the scheduler failed the try on the stale "
+                    "'success' of its deferral while it was "
+                    f"{mismatches[task_id, map_index, try_number]} ('state mismatch', apache/airflow#72716)"
+                )
+            else:
+                errors = [
+                    e for e in log_errors(self.attempt_log(run_id, task_id, map_index, try_number))
+                    if " error " in e or "Traceback" in e
+                ]  # fmt: skip
+                cause = errors[-1] if errors else "no error in its task log"
+            race = (task_id, map_index, try_number) in mismatches
+            lost.append(TaskTry(label, try_number, state, cause, executor_race=race))
+        return lost
+
+    def tries_report(self, run_id: str) -> str:
+        """Tries per task instance, then what ended each lost try: for assertion messages."""
+        tis = self.task_instances(run_id)
+        lines = [f"tries per task ({len(tis)} task instances):"]
+        lines += [
+            f"  {task_id}{f'[{map_index}]' if map_index >= 0 else ''}: try {try_number}, {state}"
+            for task_id, map_index, state, try_number in tis
+        ]
+        lost = self.lost_tries(run_id)
+        lines.append(f"lost tries ({len(lost)}):")
+        lines += [f"  {t.task} try {t.try_number} ({t.state}): {t.cause}" for t in lost]
+        return "\n".join(lines)
+
+    def stop(self) -> list[str]:
+        """SIGTERM every component's process group, SIGKILL what is left after the grace period."""
+        for proc in self.procs.values():
+            if proc.poll() is None or group_alive(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+        while time.monotonic() < deadline and any(group_alive(p.pid) for p in self.procs.values()):
+            time.sleep(0.2)  # LocalExecutor workers/task processes may outlive their parent
+        killed = []
+        for name, proc in self.procs.items():
+            if group_alive(proc.pid):
+                killed.append(name)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                killed.append(f"{name} (pid {proc.pid} did not die after SIGKILL)")
+        return killed
+
+    def task_log_files(self) -> list[Path]:
+        return (
+            sorted(p for p in self.logs.rglob("*.log") if "dag_id=" in str(p)) if self.logs.exists() else []
+        )
+
+    def trigger_log_files(self) -> list[Path]:
+        return [p for p in self.task_log_files() if ".log.trigger." in p.name]
+
+    def diagnostics(self, run_id: str | None = None) -> str:
+        """Run/task states, the tail of every component log and of the (run's) task/trigger logs."""
+        runs = self.query("SELECT run_id, state FROM dag_run WHERE dag_id = ?", self.dag_id)
+        tis = self.query(
+            "SELECT run_id, task_id, map_index, state, try_number FROM task_instance WHERE dag_id = ?",
+            self.dag_id,
+        )
+        errors = self.query("SELECT filename, stacktrace FROM import_error")
+        parts = [f"AIRFLOW_HOME={self.home}", f"dag_run: {runs}", f"task_instance: {sorted(tis)}"]
+        parts.append(f"import_error: {errors}")
+        for name in COMPONENTS:
+            path = self.component_logs / f"{name}.log"
+            parts.append(f"----- {name} ({path}) -----\n{tail(path)}")
+        for path in self.task_log_files():
+            if run_id is None or f"run_id={run_id}" in str(path):
+                parts.append(f"----- {path.relative_to(self.logs)} -----\n{summarise_task_log(path)}")
+        text = "\n".join(parts)
+        if len(text) > DIAGNOSTICS_CHARS:
+            text = f"{text[: DIAGNOSTICS_CHARS // 2]}\n[... cut ...]\n{text[-DIAGNOSTICS_CHARS // 2 :]}"
+        return text
+
+
+@contextlib.contextmanager
+def running_deployment(
+    home: Path, dag_id: str, db: Database, dag_files: Iterable[Path], **extra_env: str
+) -> Iterator[Deployment]:
+    """Migrate the DB, start the four components and wait for the api-server; stop them on exit.
+
+    AIRFLOW_HOME is removed on exit when the test set ``deployment.passed``, kept otherwise.
+    """
+    dags = home / "dags"
+    dags.mkdir(parents=True, exist_ok=True)
+    for path in dag_files:
+        shutil.copy(path, dags)
+    api_port = free_port()
+    env = deployment_env(home, dags, db, api_port, **extra_env)
+    deployment = Deployment(home=home, dag_id=dag_id, db=db, env=env, api_url=f"http://127.0.0.1:{api_port}")
+    try:
+        deployment.airflow("db", "migrate", timeout=180)
+        for component in COMPONENTS:
+            deployment.start(component)
+        deployment.wait_for("the api-server health endpoint", deployment.api_healthy, STARTUP_TIMEOUT)
+        yield deployment
+    finally:
+        killed = deployment.stop()
+        if killed:
+            print(f"SIGKILLed after {STOP_GRACE:.0f}s: {killed}", file=sys.stderr)
+        if deployment.passed:  # kept on failure, for inspection
+            shutil.rmtree(home, ignore_errors=True)
