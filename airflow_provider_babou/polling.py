@@ -202,6 +202,7 @@ class WaitClock:
         self.end_time = end_time
         self.failures = 0
         self.max_failures = max_failures
+        self.policy = policy
         self._delays = policy.delays()
         self.started = time.monotonic()
 
@@ -213,10 +214,20 @@ class WaitClock:
         """Seconds since the wait started."""
         return time.monotonic() - self.started
 
+    def first_delay(self) -> float:
+        """The delay before a deferred wait's first poll: its operator or sensor has just looked."""
+        return self._cut(self.policy.interval)
+
     def observed(self) -> float:
-        """Record a good observation; return the delay before the next one, cut to the deadline."""
+        """Record a good observation; return the delay before the next one, cut to the deadline.
+
+        The delay grows with the wait's age as well as with each poll (at least ``backoff - 1``
+        times the time waited so far), so a wait whose polls were held back by a busy key's
+        budget does not come back at a beginner's pace and crowd that budget further.
+        """
         self.failures = 0
-        return self._cut(next(self._delays))
+        by_age = min(self.policy.max_interval, (self.policy.backoff - 1) * self.elapsed())
+        return self._cut(max(next(self._delays), by_age))
 
     def failed(self, error: BabouError) -> float:
         """Record a failed observation: re-raise it unless transient and tolerated; else the delay.

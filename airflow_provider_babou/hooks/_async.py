@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 
 from airflow_provider_babou.exceptions import BabouTransportError
@@ -80,27 +81,34 @@ def record(budget: KeyBudget, response: httpx.Response) -> None:
         budget.succeeded()
 
 
-async def get(shared: SharedClient, target: WaitTarget, *, due: float, timeout: float) -> Any:
+async def get(
+    shared: SharedClient,
+    target: WaitTarget,
+    *,
+    due: float,
+    timeout: float,
+    limit: float | None = None,  # noqa: ASYNC109
+) -> Any:
     """Take a token (most overdue first), GET the target once and parse it; no retry: the wait loop is one.
 
-    :raises BabouTransportError: no token or no answer within ``timeout`` seconds.
+    :param timeout: seconds the GET may take; :param limit: seconds for the whole call (default ``timeout``).
+    :raises BabouTransportError: no token or no answer in time.
     """
     config = shared.config
     url = config.base_url + target.path
     loop = asyncio.get_running_loop()
-    started = loop.time()
+    end = loop.time() + (timeout if limit is None else limit)
     try:
-        await shared.gate.acquire(due, timeout)
+        await shared.gate.acquire(due, end - loop.time())
     except asyncio.TimeoutError:
-        raise _timed_out(
-            url, f"no request slot within {timeout:.1f} s: the key's rate budget is exhausted"
-        ) from None
-    left = max(0.1, timeout - (loop.time() - started))
+        raise _timed_out(url, "no request slot in time: the key's rate budget is exhausted") from None
+    left = max(0.1, min(timeout, end - loop.time()))
     try:
         # httpx's timeouts are per read: a slow trickle of bytes would outlive them, so the
-        # whole request is bounded too.
-        response = await asyncio.wait_for(shared.client.get(url, timeout=left), left)
-    except asyncio.TimeoutError:
+        # whole request is bounded too (a cancel scope: no extra task per request).
+        with anyio.fail_after(left):
+            response = await shared.client.get(url, timeout=left)
+    except TimeoutError:
         raise _timed_out(url, f"no complete answer within {left:.1f} s") from None
     except httpx.TransportError as exc:
         raise transport_error(exc, "GET", url, config.api_key) from exc

@@ -561,15 +561,19 @@ class BabouHook(BaseHook):
         asset: Asset = self.wait(AssetTarget(asset_id), poll=poll, timeout=timeout)
         return asset
 
-    async def aobserve(self, target: WaitTarget, *, due: float, timeout: float) -> Any:
+    async def aobserve(
+        self, target: WaitTarget, *, due: float, timeout: float, limit: float | None = None
+    ) -> Any:
         """The triggerer's one GET for a wait, over the client and budget shared by every wait on the key.
 
         :param due: when (``time.monotonic()``) this poll was due: the most overdue goes first.
-        :param timeout: seconds for the whole call, the wait for a token included.
+        :param timeout: seconds the GET itself may take.
+        :param limit: seconds for the whole call, the wait for a token of the key's budget included
+            (default ``timeout``).
         """
         if self._shared is None:
             self._shared = await _async.acquire(await self.aconfig(), self._async_transport)
-        return await _async.get(self._shared, target, due=due, timeout=timeout)
+        return await _async.get(self._shared, target, due=due, timeout=timeout, limit=limit)
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated GET (no retries) and say what is wrong, if anything."""

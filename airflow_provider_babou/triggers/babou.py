@@ -49,6 +49,9 @@ __all__ = [
     "validate_event",
 ]
 
+#: Seconds between two progress lines of a wait whose state did not change.
+PROGRESS_EVERY = 60.0
+
 #: The closed set of ``status`` values a Babou trigger event can carry.
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "timeout", "error"})
 
@@ -152,15 +155,17 @@ class BabouPollTrigger(BaseTrigger):
         clock = WaitClock(self.end_time, self.policy, self.max_consecutive_failures)
         last: WaitState | None = None
         hook = self._make_hook()
-        due = time.monotonic()
+        due = time.monotonic() + clock.first_delay()
+        logged: tuple[str, float] = ("", 0.0)  # the state and time of the last progress line
         self.log.info("Waiting for Babou %s for at most %.0f s", what, clock.remaining())
         try:
+            await asyncio.sleep(due - time.monotonic())
             while True:
                 try:
                     config = await hook.aconfig()
-                    obj = await hook.aobserve(
-                        self.target, due=due, timeout=clock.request_timeout(config.timeout)
-                    )
+                    # Waiting in the key's queue is not a failure: only the deadline bounds it.
+                    timeout, limit = clock.request_timeout(config.timeout), clock.request_timeout(math.inf)
+                    obj = await hook.aobserve(self.target, due=due, timeout=timeout, limit=limit)
                     last = self.target.judge(obj)
                     if last.done:
                         yield self._outcome(last, clock)
@@ -189,9 +194,12 @@ class BabouPollTrigger(BaseTrigger):
                     message = f"Timed out after {clock.elapsed():.1f} s waiting for {what}: still {state!r}"
                     yield self._event("timeout", message, clock, last)
                     return
-                self.log.info(
-                    "Babou %s is %r; next poll in %.1f s", what, last.state if last else "unknown", delay
-                )
+                state = last.state if last else "unknown"
+                # A progress line when the state changes, else once a minute: a triggerer holds
+                # a thousand waits, and a line per poll would cost more than the poll.
+                if state != logged[0] or clock.elapsed() - logged[1] >= PROGRESS_EVERY:
+                    self.log.info("Babou %s is %r; next poll in %.1f s", what, state, delay)
+                    logged = (state, clock.elapsed())
                 await asyncio.sleep(delay)
                 due = time.monotonic()
         finally:

@@ -284,6 +284,7 @@ class FakeHook:
         self.then = then
         self.calls = 0
         self.timeouts: list[float] = []
+        self.limits: list[float | None] = []
         self.dues: list[float] = []
         self.closed = False
         self.polled = asyncio.Event()
@@ -291,10 +292,13 @@ class FakeHook:
     async def aconfig(self) -> Any:
         return SimpleNamespace(timeout=30.0)
 
-    async def aobserve(self, target: AssetTarget, *, due: float, timeout: float) -> Asset:
+    async def aobserve(
+        self, target: AssetTarget, *, due: float, timeout: float, limit: float | None = None
+    ) -> Asset:
         self.calls += 1
         self.dues.append(due)
         self.timeouts.append(timeout)
+        self.limits.append(limit)
         self.polled.set()
         step = self.script.pop(0) if self.script else self.then
         if isinstance(step, BaseException):
@@ -331,14 +335,19 @@ async def test_delays_back_off_to_the_cap_and_stop_at_the_deadline(
     )
     event = await only_event(trigger)
     assert event["status"] == "timeout"
-    assert clock.sleeps == [1, 2, 4, 5, 5, 3]  # the last sleep is cut to the deadline
+    # The first poll waits one interval (the operator or sensor has just looked); the last sleep
+    # is cut to the deadline.
+    assert clock.sleeps == [1, 1, 2, 4, 5, 5, 2]
     assert max(clock.sleeps) <= 5
     assert sum(clock.sleeps) == pytest.approx(20)
-    assert hook.calls == len(clock.sleeps) + 1  # one last poll right at the deadline
+    assert hook.calls == len(clock.sleeps)  # the last poll right at the deadline
     # Each poll is due when its sleep ends; its GET may not run past the deadline (0.5 s floor).
-    assert hook.dues == [1_000_000.0 + t for t in (0, 1, 3, 7, 12, 17, 20)]
-    assert hook.timeouts[0] == 20.5  # min(the connection timeout, what is left + 0.5)
+    assert hook.dues == [1_000_000.0 + t for t in (1, 2, 4, 8, 13, 18, 20)]
+    assert hook.timeouts[0] == 19.5  # min(the connection timeout, what is left + 0.5)
     assert hook.timeouts[-1] == 0.5
+    # Waiting for a token of the key's budget is bounded by the deadline only.
+    assert hook.limits[0] == 19.5
+    assert hook.limits[-1] == 0.5
     assert hook.closed
 
 
@@ -359,7 +368,7 @@ async def test_retry_after_is_honoured_and_failures_reset(
     trigger.max_consecutive_failures = 2
     event = await only_event(trigger)
     assert event["status"] == "success"
-    assert clock.sleeps == [7, 1, 1, 1]
+    assert clock.sleeps == [1, 7, 1, 1, 1]
     assert hook.closed
 
 
@@ -393,7 +402,7 @@ async def test_cancelled_wait_closes_the_client(monkeypatch: pytest.MonkeyPatch)
             pass
 
     task = asyncio.ensure_future(consume())
-    await asyncio.wait_for(hook.polled.wait(), timeout=5)
+    await asyncio.sleep(0.1)  # cancelled while sleeping before its first poll
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

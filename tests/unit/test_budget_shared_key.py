@@ -127,3 +127,25 @@ def test_waits_on_a_limited_key_share_one_pool_and_pause_together(
     assert len(pauses) == throttled
     early = [e for e in exchanges if any(start + 0.02 < e.sent < end for start, end in pauses)]
     assert early == [], (early, pauses)
+
+
+async def test_waiting_for_the_keys_budget_is_not_a_failed_poll(
+    exported_project: str, make_conn: Callable[..., str]
+) -> None:
+    """Ten waits on a key allowing 2 requests/s queue for up to 5 s, longer than the 1 s request
+    timeout: each still succeeds with no transient failure tolerated (only the deadline bounds the
+    queue), where a queue bounded by the request timeout failed them."""
+    make_conn(timeout=1, rate_limit=2)
+    await asyncio.sleep(1.0)  # the export completes
+
+    async def one() -> dict[str, Any]:
+        trigger = BabouExportTrigger(
+            "babou_default", exported_project, time.time() + 30, poll_interval=0.1, max_consecutive_failures=0
+        )
+        events = [event.payload async for event in trigger.run()]
+        return events[0]
+
+    started = time.monotonic()
+    events = await asyncio.gather(*(one() for _ in range(10)))
+    assert [e["status"] for e in events] == ["success"] * 10, events
+    assert time.monotonic() - started > 3  # they did queue: 10 requests at 2/s (burst 2)

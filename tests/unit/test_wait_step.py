@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_babou import polling
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.exceptions import BabouInputError, BabouServerError
 from airflow_provider_babou.hooks import _budget
@@ -49,9 +50,11 @@ class CountingHook(BabouHook):
 
     polls = 0
 
-    async def aobserve(self, target: WaitTarget, *, due: float, timeout: float) -> Any:
+    async def aobserve(
+        self, target: WaitTarget, *, due: float, timeout: float, limit: float | None = None
+    ) -> Any:
         self.polls += 1
-        return await super().aobserve(target, due=due, timeout=timeout)
+        return await super().aobserve(target, due=due, timeout=timeout, limit=limit)
 
 
 def counted(trigger: BabouPollTrigger) -> CountingHook:
@@ -226,3 +229,17 @@ def test_sensor_with_a_bad_cadence_fails_in_airflows_own_checks(kwargs: dict[str
     # OverflowError for inf): the sensor still fails at construction, though not with BabouInputError.
     with pytest.raises((ValueError, OverflowError)):
         BabouAssetSensor(task_id="s", asset_id="ast_1", **kwargs)
+
+
+def test_delays_grow_with_the_waits_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll held back (e.g. 20 s in a busy key's queue) is not followed by a beginner's 2 s delay."""
+    now = [1000.0]
+    monkeypatch.setattr(polling.time, "monotonic", lambda: now[0])
+    clock = polling.WaitClock(time.time() + 1000, polling.PollPolicy(2, 1.5, 30), 5)
+    assert clock.first_delay() == 2
+    now[0] += 2
+    assert clock.observed() == 2  # on time: the policy's cadence
+    now[0] += 20
+    assert clock.observed() == 11  # 22 s old: half its age, more than the policy's 3 s
+    now[0] += 100
+    assert clock.observed() == 30  # never above max_interval
