@@ -86,8 +86,8 @@ async def get(
     target: WaitTarget,
     *,
     due: float,
-    timeout: float,
-    limit: float | None = None,  # noqa: ASYNC109
+    timeout: float,  # noqa: ASYNC109 - a per-request timeout handed to httpx
+    limit: float | None = None,
 ) -> Any:
     """Take a token (most overdue first), GET the target once and parse it; no retry: the wait loop is one.
 
