@@ -1,10 +1,15 @@
-"""The triggerer's read path: one ``httpx.AsyncClient`` per (event loop, base URL, key), shared.
+"""The triggerer's read path: one HTTP client per (event loop, base URL, key), shared.
 
 A triggerer runs up to a thousand waits in one event loop. They share one client (one
 connection pool, one SSL context: building one costs about 24 ms of CPU) and the key's request
 budget, so a 429 pauses every wait on the key, not only the one that got it. The client is closed
 when its last wait leaves, and is never shared across event loops (its connections belong to
 the loop that opened them).
+
+The client is aiohttp's (:class:`AiohttpClient`): measured here, a GET costs about 0.14 ms of
+CPU with it and 0.56 ms with ``httpx.AsyncClient``, and in the triggerer that cost is paid a
+thousand times over. Its answers become ``httpx.Response`` objects, so error mapping and parsing
+are the sync hook's own; a test's ``async_transport`` gets an ``httpx.AsyncClient`` instead.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx
 
@@ -33,11 +39,53 @@ from airflow_provider_babou.polling import WaitTarget
 MAX_CONNECTIONS = 10
 
 
+class AiohttpClient:
+    """What the read path uses of ``httpx.AsyncClient`` (``get``, ``aclose``, ``is_closed``), on aiohttp.
+
+    It only ever GETs the API's own URLs, so the key is a default header of its session.
+    """
+
+    def __init__(self, config: ClientConfig) -> None:
+        agent = client_kwargs(config)["headers"]["User-Agent"]
+        self._headers = {"Authorization": f"Bearer {config.api_key}", "User-Agent": agent}
+        self._session: aiohttp.ClientSession | None = None
+        self.is_closed = False
+
+    def __repr__(self) -> str:
+        return "AiohttpClient(<redacted>)"
+
+    async def get(self, url: str, *, timeout: float) -> httpx.Response:  # noqa: ASYNC109 - as httpx's
+        """GET ``url`` within ``timeout`` seconds in all; transport failures raise httpx's errors."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS)
+            self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
+        try:
+            limit = aiohttp.ClientTimeout(total=timeout)
+            async with self._session.get(url, timeout=limit, allow_redirects=False) as answer:
+                body = await answer.read()
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        # aiohttp already decoded the body: its length and encoding headers no longer apply.
+        headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in _DECODED]
+        return httpx.Response(answer.status, headers=headers, content=body, request=httpx.Request("GET", url))
+
+    async def aclose(self) -> None:
+        """Close the session and its connections."""
+        self.is_closed = True
+        if self._session is not None:
+            await self._session.close()
+
+
+_DECODED = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
 @dataclass(eq=False)
 class SharedClient:
     """A client, the budget gate of its key in its loop, and how many waits use it."""
 
-    client: httpx.AsyncClient
+    client: AiohttpClient | httpx.AsyncClient
     gate: AsyncGate
     config: ClientConfig
     key: tuple[str, str]
@@ -55,8 +103,9 @@ async def acquire(config: ClientConfig, transport: httpx.AsyncBaseTransport | No
     clients = _clients.setdefault(asyncio.get_running_loop(), {})
     shared = clients.get(key)
     if shared is None:
-        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS)
-        client = httpx.AsyncClient(transport=transport, limits=limits, **client_kwargs(config))
+        client: AiohttpClient | httpx.AsyncClient = AiohttpClient(config)
+        if transport is not None:
+            client = httpx.AsyncClient(transport=transport, **client_kwargs(config))
         shared = clients[key] = SharedClient(client, gate_for(key, config.rate_limit), config, key)
     shared.users += 1
     return shared
@@ -104,11 +153,11 @@ async def get(
         raise _timed_out(url, "no request slot in time: the key's rate budget is exhausted") from None
     left = max(0.1, min(timeout, end - loop.time()))
     try:
-        # httpx's timeouts are per read: a slow trickle of bytes would outlive them, so the
-        # whole request is bounded too (a cancel scope: no extra task per request).
+        # The whole request is bounded, not each read (a trickle of bytes would outlive those):
+        # aiohttp's total timeout does it, and the cancel scope for an httpx client too.
         with anyio.fail_after(left):
             response = await shared.client.get(url, timeout=left)
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):
         raise _timed_out(url, f"no complete answer within {left:.1f} s") from None
     except httpx.TransportError as exc:
         raise transport_error(exc, "GET", url, config.api_key) from exc

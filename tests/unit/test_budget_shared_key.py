@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import httpx
 import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl
@@ -76,13 +75,13 @@ class Exchange(NamedTuple):
 
 @pytest.fixture
 def exchanges(monkeypatch: pytest.MonkeyPatch) -> list[Exchange]:
-    """Record every request an ``httpx.AsyncClient`` sends (the real client, pool and transport)."""
+    """Record every request the shared client sends (the real client, pool and connections)."""
     recorded: list[Exchange] = []
-    send = httpx.AsyncClient.send
+    get = _async.AiohttpClient.get
 
-    async def recording_send(client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+    async def recording_get(client: _async.AiohttpClient, url: str, **kwargs: Any) -> Any:
         sent = time.monotonic()
-        response = await send(client, request, **kwargs)
+        response = await get(client, url, **kwargs)
         retry_after = response.headers.get("Retry-After")
         recorded.append(
             Exchange(
@@ -91,7 +90,7 @@ def exchanges(monkeypatch: pytest.MonkeyPatch) -> list[Exchange]:
         )
         return response
 
-    monkeypatch.setattr(httpx.AsyncClient, "send", recording_send)
+    monkeypatch.setattr(_async.AiohttpClient, "get", recording_get)
     return recorded
 
 
