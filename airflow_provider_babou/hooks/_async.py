@@ -15,7 +15,9 @@ are the sync hook's own; a test's ``async_transport`` gets an ``httpx.AsyncClien
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,7 @@ class AiohttpClient:
         agent = client_kwargs(config)["headers"]["User-Agent"]
         self._headers = {"Authorization": f"Bearer {config.api_key}", "User-Agent": agent}
         self._session: aiohttp.ClientSession | None = None
+        self._requests: dict[str, httpx.Request] = {}  # one per URL: parsing a URL is not free
         self.is_closed = False
 
     def __repr__(self) -> str:
@@ -67,9 +70,12 @@ class AiohttpClient:
             raise httpx.ConnectError(str(exc)) from exc
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+        request = self._requests.get(url) or self._requests.setdefault(url, httpx.Request("GET", url))
+        if answer.status < 300:  # the body is all a success needs
+            return httpx.Response(answer.status, content=body, request=request)
         # aiohttp already decoded the body: its length and encoding headers no longer apply.
         headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in _DECODED]
-        return httpx.Response(answer.status, headers=headers, content=body, request=httpx.Request("GET", url))
+        return httpx.Response(answer.status, headers=headers, content=body, request=request)
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -90,6 +96,24 @@ class SharedClient:
     config: ClientConfig
     key: tuple[str, str]
     users: int = 0
+
+
+_configs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, tuple[float, ClientConfig]]] = (
+    weakref.WeakKeyDictionary()
+)
+#: Seconds a resolved connection is shared by the waits of one loop: a thousand waits starting
+#: together look it up once, and a changed connection is seen within a minute.
+CONFIG_TTL = 60.0
+
+
+async def shared_config(key: Any, resolve: Callable[[], Awaitable[ClientConfig]]) -> ClientConfig:
+    """The running loop's resolved connection for ``key`` (conn id and hook overrides), or ``resolve()``."""
+    configs = _configs.setdefault(asyncio.get_running_loop(), {})
+    now = time.monotonic()
+    cached = configs.get(key)
+    if cached is None or cached[0] < now:
+        cached = configs[key] = (now + CONFIG_TTL, await resolve())
+    return cached[1]
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], SharedClient]] = (

@@ -207,9 +207,10 @@ def resolve(hook: Any, lookup: Callable[[Any, str], Any]) -> ClientConfig:
     return config
 
 
-async def aget(hook: Any, alookup: Callable[[Any, str], Awaitable[Any]]) -> Any:
-    """The connection of ``hook.babou_conn_id``, looked up with the async ``alookup``."""
+async def aresolve(hook: Any, alookup: Callable[[Any, str], Awaitable[Any]]) -> ClientConfig:
+    """:func:`resolve`, with the connection looked up by the async ``alookup``."""
     try:
-        return await alookup(hook, hook.babou_conn_id)
+        conn = await alookup(hook, hook.babou_conn_id)
     except AirflowNotFoundException:
         raise _missing(hook.babou_conn_id) from None
+    return resolve(hook, lambda _hook, _conn_id: conn)

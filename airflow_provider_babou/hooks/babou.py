@@ -80,10 +80,8 @@ from airflow_provider_babou.validation import (
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BabouModel)
-T = TypeVar("T")
 
-# Server timestamps have whole seconds: a prompt created "since the call began" is matched with
-# this much clock skew allowed.
+# A prompt created "since the call began" is ours: server timestamps have whole seconds, so allow skew.
 RECONCILE_SKEW = timedelta(seconds=2)
 #: A list that has not ended after this many pages is a server that ignores ``offset``.
 MAX_PAGES = 10_000
@@ -159,8 +157,8 @@ class BabouHook(BaseHook):
     async def aconfig(self) -> _config.ClientConfig:
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""
         if self._config is None:
-            conn = await _config.aget(self, aget_connection)
-            self._config = _config.resolve(self, lambda _hook, _conn_id: conn)
+            key = (self.babou_conn_id, *self._overrides.values())
+            self._config = await _async.shared_config(key, lambda: _config.aresolve(self, aget_connection))
         return self._config
 
     def get_conn(self) -> httpx.Client:

@@ -156,7 +156,7 @@ class BabouPollTrigger(BaseTrigger):
         last: WaitState | None = None
         hook = self._make_hook()
         due = time.monotonic() + clock.first_delay()
-        logged: tuple[str, float] = ("", 0.0)  # the state and time of the last progress line
+        logged: tuple[str, float] | None = None  # the state and time of the last progress line
         self.log.info("Waiting for Babou %s for at most %.0f s", what, clock.remaining())
         try:
             await asyncio.sleep(due - time.monotonic())
@@ -197,7 +197,9 @@ class BabouPollTrigger(BaseTrigger):
                 state = last.state if last else "unknown"
                 # A progress line when the state changes, else once a minute: a triggerer holds
                 # a thousand waits, and a line per poll would cost more than the poll.
-                if state != logged[0] or clock.elapsed() - logged[1] >= PROGRESS_EVERY:
+                if logged is None:  # the first state is no news: the task logged it before deferring
+                    logged = (state, clock.elapsed())
+                elif state != logged[0] or clock.elapsed() - logged[1] >= PROGRESS_EVERY:
                     self.log.info("Babou %s is %r; next poll in %.1f s", what, state, delay)
                     logged = (state, clock.elapsed())
                 await asyncio.sleep(delay)
