@@ -56,7 +56,6 @@ from airflow_provider_babou.models import (
     Project,
     Prompt,
     PromptReceipt,
-    PromptStatus,
     aware,
 )
 from airflow_provider_babou.polling import (
@@ -285,23 +284,34 @@ class BabouHook(BaseHook):
                 path=path,
             ) from exc
 
+    def attempts(self) -> Iterator[int]:
+        """Count the attempts of a step retried whole, with backoff, for ``retry_deadline`` seconds."""
+        give_up = time.monotonic() + self.config.retry_deadline
+        for attempt in itertools.count(1):
+            yield attempt
+            pause = self._backoff(attempt, None)
+            late = self.deadline is not None and time.time() + pause >= self.deadline
+            if late or time.monotonic() + pause > give_up:
+                return
+            time.sleep(pause)
+
     def _reconciled_post(
         self, model: type[M], path: str, recover: Callable[[], M | None], what: str, **kw: Any
     ) -> M:
         """POST; after an ambiguous failure ask ``recover`` whether it took effect before sending again.
 
         ``recover`` rebuilds the receipt from what Babou now shows, or says ``None`` (surely not
-        taken effect): then the POST is sent once more, and a 409 or a second ambiguous failure
-        is checked with ``recover`` again before :class:`BabouOutcomeUnknownError`.
+        taken effect): then the POST is sent again (for up to ``retry_deadline`` seconds); a 409 to
+        a resend is checked with ``recover`` too. Then :class:`BabouOutcomeUnknownError`.
         """
         errors: list[str] = []
-        for attempt in range(2):
+        for attempt in self.attempts():
             try:
                 return parse_model(model, self._request("POST", path, **kw), self.config.api_key)
             except BabouConflictError:
-                if attempt == 0:
+                if attempt == 1:
                     raise
-                # Our resend was refused because something is in flight: maybe our first POST.
+                # Our resend was refused because something is in flight: maybe an earlier POST.
                 found = recover()
                 if found is not None:
                     return found
@@ -317,7 +327,8 @@ class BabouHook(BaseHook):
             if found is not None:
                 return found
         raise BabouOutcomeUnknownError(
-            f"{what} failed ambiguously and Babou shows no sign of it ({'; '.join(errors)})",
+            f"{what} failed ambiguously {len(errors)} times and Babou shows no sign of it "
+            f"(last: {errors[-1] if errors else 'no attempt'})",
             method="POST",
             path=path,
             hint="check in the Babou dashboard before trying again",
@@ -415,17 +426,12 @@ class BabouHook(BaseHook):
         since = datetime.now(timezone.utc).replace(microsecond=0) - RECONCILE_SKEW
 
         def recover() -> PromptReceipt | None:
-            prompt = self.get_chapter(pid, cid).latest_prompt(content, since)
+            chapter = self.get_chapter(pid, cid)
+            prompt = chapter.latest_prompt(content, since)
             if prompt is None:
                 return None
-            status = (
-                prompt.status
-                if prompt.status not in (None, PromptStatus.UNKNOWN)
-                else PromptStatus.PROCESSING
-            )
-            return PromptReceipt(
-                prompt_id=prompt.id, status=status, message="recovered after an ambiguous failure"
-            )
+            status, note = chapter.prompt_status(prompt.id), "recovered after an ambiguous failure"
+            return PromptReceipt(prompt_id=prompt.id, status=status, message=note)
 
         path = f"/projects/{pid}/chapters/{cid}/prompt"
         json = {"content": content, "force": bool(force)}
@@ -447,11 +453,8 @@ class BabouHook(BaseHook):
             return None
 
     def start_export(self, project_id: str) -> ExportReceipt:
-        """Start rendering the project; 409 while one is in flight; reconciles after an ambiguous failure.
-
-        The export status is read first, so that after a lost answer an export that is in flight,
-        or finished but not the one seen before, is known to be ours; an unchanged one is not.
-        """
+        """Start rendering the project (409 while one is in flight), reconciled after an ambiguous failure:
+        an export in flight, or finished but unlike the one read before the POST, is ours."""
         pid = check_id("project", project_id)
         before = self.find_export(pid)
 
@@ -503,11 +506,8 @@ class BabouHook(BaseHook):
     def download_export(
         self, project_id: str, destination: Any, *, overwrite: bool = False
     ) -> DownloadResult:
-        """Download the completed export's MP4: streamed, resumed with ``Range``, checked, atomic.
-
-        The destination is checked before any request and the file moved into place at the end
-        (see :func:`._download.download`); an expired URL is refreshed once from the export status.
-        """
+        """Download the completed export's MP4 (:func:`._download.download`): destination checked first,
+        streamed, resumed with ``Range``, an expired URL refreshed, moved into place atomically."""
         return _download.download(self, check_id("project", project_id), destination, overwrite=overwrite)
 
     # ------------------------------------------------------------------ waits

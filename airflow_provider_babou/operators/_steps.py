@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How often an ambiguous create is checked and re-sent within one try.
-CREATE_ATTEMPTS = 3
-
 
 def run_marker(context: Context) -> str:
     """Return the marker naming this task instance's run, e.g. ``[airflow:ab12cd34ef56]``.
@@ -72,10 +69,13 @@ def description_with_marker(description: str | None, marker: str) -> str:
     return full
 
 
-def _create_or_find(create: Callable[[], Any], find: Callable[[], Any] | None, what: str) -> tuple[Any, bool]:
-    """Return ``(found, True)`` or ``(created, False)``; an ambiguous create is checked, then re-sent."""
+def _create_or_find(
+    hook: BabouHook, create: Callable[[], Any], find: Callable[[], Any] | None, what: str
+) -> tuple[Any, bool]:
+    """Return ``(found, True)`` or ``(created, False)``; an ambiguous create is checked, then re-sent,
+    for as long as the hook retries (``retry_deadline``)."""
     error: BabouOutcomeUnknownError | None = None
-    for _ in range(CREATE_ATTEMPTS):
+    for _ in hook.attempts():
         found = find() if find is not None else None
         if found is not None:
             return found, error is None  # found after our own lost answer: we created it
@@ -103,6 +103,7 @@ def ensure_project(
     elif reuse == "name":
         find = lambda: next(iter(hook.find_projects(name=name)), None)  # noqa: E731
     return _create_or_find(
+        hook,
         lambda: hook.create_project(name=name, description=description, settings=settings),
         find,
         f"project {name!r}",
@@ -117,7 +118,7 @@ def ensure_chapter(
     if reuse == "name":
         find = lambda: next((c for c in hook.list_chapters(project_id) if c.name == name), None)  # noqa: E731
     return _create_or_find(
-        lambda: hook.create_chapter(project_id, name=name, duration=duration), find, f"chapter {name!r}"
+        hook, lambda: hook.create_chapter(project_id, name=name, duration=duration), find, f"chapter {name!r}"
     )
 
 

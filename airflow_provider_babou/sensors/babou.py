@@ -65,7 +65,7 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 2.0,
         max_poll_interval: float = 30.0,
-        max_consecutive_failures: int = 5,
+        max_consecutive_failures: int = 10,
         **kwargs: Any,
     ) -> None:
         policy = PollPolicy(poll_interval, 1.5, max(max_poll_interval, poll_interval))

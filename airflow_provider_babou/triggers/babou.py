@@ -86,7 +86,7 @@ class BabouPollTrigger(BaseTrigger):
         poll_interval: float = 2.0,
         poll_backoff: float = 1.5,
         max_poll_interval: float = 30.0,
-        max_consecutive_failures: int = 5,
+        max_consecutive_failures: int = 10,
         **ids: str,
     ) -> None:
         super().__init__()

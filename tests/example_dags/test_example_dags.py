@@ -108,9 +108,9 @@ def test_video_pipeline_retry_after_a_failed_wait_duplicates_nothing(
     make_conn: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Babou answers 500 six times while the triggerer waits on the export (after the export
-    # started), with no hook-level retries: the trigger gives up after five consecutive
-    # failures, start_export fails, and its retry must pick up that export, not start another.
+    # Babou answers 500 eleven times while the triggerer waits on the export (after the export
+    # started): the trigger gives up after ten consecutive failures, start_export fails, and its
+    # retry must pick up that export, not start another.
     make_conn(max_retries=0)
     from airflow_provider_babou.triggers.babou import BabouExportTrigger
 
@@ -119,7 +119,7 @@ def test_video_pipeline_retry_after_a_failed_wait_duplicates_nothing(
 
     async def run_with_outage(self: BabouExportTrigger) -> Any:
         if not waits:
-            emulator.inject_fault("500", method="GET", path=r"/export$", count=6)
+            emulator.inject_fault("500", method="GET", path=r"/export$", count=11)
         waits.append(self.end_time)
         async for event in real_run(self):
             yield event
@@ -134,7 +134,7 @@ def test_video_pipeline_retry_after_a_failed_wait_duplicates_nothing(
     assert dag_run.state == "success", _states(dag_run)
     export_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "start_export")
     assert export_ti.try_number == 2, "the outage should have failed exactly the first try"
-    assert key_stats(emulator)["faults_injected"]["500"] == 6
+    assert key_stats(emulator)["faults_injected"]["500"] == 11
     assert _created(emulator) == {
         "projects_created": 1,
         "chapters_created": 3,

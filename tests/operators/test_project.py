@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -120,12 +121,24 @@ class TestAmbiguousCreate:
         assert route_count(env.emulator, CREATE_PROJECT) == 2
         assert env.hook.get_project(result["project_id"]).name == "Launch"
 
-    def test_gives_up_after_three_ambiguous_failures_with_nothing_created(self, env: Env) -> None:
+    def test_keeps_checking_and_resending_within_the_retry_deadline(self, env: Env) -> None:
+        # Bounded by time, not by a count of three: the fourth POST goes through in the same try.
         env.emulator.inject_fault("500", method="POST", path=r"/projects$", count=3)
+        BabouCreateProjectOperator(task_id="p", name="Launch").execute(make_context())
+        assert env.counts()["projects_created"] == 1
+        assert route_count(env.emulator, CREATE_PROJECT) == 4
+
+    def test_gives_up_at_the_retry_deadline_with_nothing_created(
+        self, env: Env, make_conn: Callable[..., str]
+    ) -> None:
+        make_conn(retry_deadline=1.5, max_backoff=0.2)
+        env.emulator.inject_fault("500", method="POST", path=r"/projects$", count=1000)
+        started = time.monotonic()
         with pytest.raises(BabouOutcomeUnknownError):
             BabouCreateProjectOperator(task_id="p", name="Launch").execute(make_context())
+        assert time.monotonic() - started < 5
         assert env.counts()["projects_created"] == 0
-        assert route_count(env.emulator, CREATE_PROJECT) == 3
+        assert route_count(env.emulator, CREATE_PROJECT) >= 3
 
     def test_reuse_never_does_not_guess(self, env: Env) -> None:
         # Without a way to recognise its project, the operator must not re-send blindly.

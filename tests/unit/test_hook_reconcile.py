@@ -130,20 +130,30 @@ def test_a_second_ambiguous_failure_is_checked_once_more(monkeypatch: pytest.Mon
     assert script.done
 
 
-def test_two_ambiguous_failures_without_a_trace_are_outcome_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    script = Script(
-        ("GET", EXPORT, export()),
-        ("POST", EXPORT, fail(500)),
-        ("GET", EXPORT, export()),
-        ("POST", EXPORT, httpx.ReadTimeout),
-        ("GET", EXPORT, export()),  # checked once more before giving up
-    )
+def test_ambiguous_failures_without_a_trace_are_checked_and_resent_until_the_retry_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bounded by time, not count: every lost answer is checked before the POST goes again, for
+    ``retry_deadline`` seconds; then ``BabouOutcomeUnknownError`` (checked once more after the last)."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if request.method == "POST":
+            return fail(500) if seen.count("POST") % 2 else httpx.Response(502, text="bad gateway")
+        return export()  # the export from before, unchanged: not ours
+
+    hook = scripted_hook(monkeypatch, handler, extra={"retry_deadline": 60, "max_backoff": 4})
+    clock = VirtualClock.install(monkeypatch)
     with pytest.raises(BabouOutcomeUnknownError) as info:
-        scripted_hook(monkeypatch, script).start_export("prj_1")
+        hook.start_export("prj_1")
     assert "starting the export" in info.value.message
     assert info.value.hint
-    assert script.done
-    assert script.count("POST") == 2
+    posts = seen.count("POST")
+    assert posts > 5  # not two and out, as a count-bounded loop did
+    assert seen[0] == "GET"  # the snapshot before the first POST
+    assert seen[1:] == ["POST", "GET"] * posts  # each lost answer checked, the last one too
+    assert 50 < sum(clock.sleeps) <= 60  # about retry_deadline, never past it
 
 
 def test_a_409_to_the_resend_means_ours_landed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -269,16 +279,22 @@ def test_a_409_to_the_resent_prompt_for_another_prompt_is_raised(monkeypatch: py
     assert script.done
 
 
-def test_two_ambiguous_prompt_failures_are_outcome_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    script = Script(
-        ("POST", PROMPT, fail(500)),
-        ("GET", CHAPTER, chapter()),
-        ("POST", PROMPT, fail(502, text="bad gateway")),
-        ("GET", CHAPTER, chapter()),
-    )
+def test_ambiguous_prompt_failures_without_a_trace_end_at_the_retry_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return fail(500) if request.method == "POST" else chapter()
+
+    hook = scripted_hook(monkeypatch, handler, extra={"retry_deadline": 30, "max_backoff": 2})
+    clock = VirtualClock.install(monkeypatch)
     with pytest.raises(BabouOutcomeUnknownError, match="submitting the prompt"):
-        scripted_hook(monkeypatch, script).submit_prompt("prj_1", "cht_1", content="hello")
-    assert script.done
+        hook.submit_prompt("prj_1", "cht_1", content="hello")
+    assert seen.count("POST") > 5
+    assert seen == ["POST", "GET"] * seen.count("POST")  # every lost answer checked
+    assert 25 < sum(clock.sleeps) <= 30
 
 
 def test_a_first_409_is_raised_without_reconciling(monkeypatch: pytest.MonkeyPatch) -> None:
