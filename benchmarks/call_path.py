@@ -5,6 +5,7 @@ Runs ``BabouStartExportOperator(wait_for_completion=False).execute`` against a f
 
 * every distinct function of ``airflow_provider_babou`` (the emulator excluded) called during
   ``execute``, and the files they live in, with the number of HTTP requests sent;
+* every distinct function called while ``BabouHook.start_export`` runs (the hook's side alone);
 * the chain of the package's frames on the stack when the export's POST is sent (operator -> HTTP).
 
 Usage: ``source .ci/env.sh && python benchmarks/call_path.py`` (run it in a checkout of another
@@ -60,6 +61,17 @@ def main() -> None:
         hook.close()
 
         called: dict[tuple[str, str], None] = {}
+        in_start: dict[tuple[str, str], None] = {}
+        depth = [0]
+        original_start = BabouHook.start_export
+
+        def start_export(self: Any, *args: Any, **kwargs: Any) -> Any:
+            depth[0] += 1
+            try:
+                return original_start(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+
         post_chain: list[tuple[str, str]] = []
         requests: list[str] = []
         original_send = httpx.Client.send
@@ -77,8 +89,11 @@ def main() -> None:
         def profile(frame: Any, event: str, arg: Any) -> None:
             if event == "call" and _ours(frame.f_code.co_filename, package, emulator_dir):
                 called.setdefault(_name(frame, package), None)
+                if depth[0]:
+                    in_start.setdefault(_name(frame, package), None)
 
         httpx.Client.send = send  # type: ignore[method-assign]
+        BabouHook.start_export = start_export  # type: ignore[method-assign]
         operator = BabouStartExportOperator(task_id="t", project_id=project.id, wait_for_completion=False)
         context: Any = {"ti": _TI()}
         sys.setprofile(profile)
@@ -87,8 +102,11 @@ def main() -> None:
         finally:
             sys.setprofile(None)
             httpx.Client.send = original_send  # type: ignore[method-assign]
+            BabouHook.start_export = original_start  # type: ignore[method-assign]
 
     chain = list(reversed(post_chain))
+    start_files = len({f for f, _ in in_start})
+    print(f"BabouHook.start_export(): {len(in_start)} functions in {start_files} files")
     files = len({f for f, _ in called})
     print(f"execute(): {len(called)} functions in {files} files, {len(requests)} requests")
     print("  requests:", ", ".join(requests))
