@@ -41,6 +41,11 @@ class KeyBudget:
         self.paused_until = 0.0
         self._lock = threading.Lock()
 
+    def retarget(self, rate: float) -> None:
+        """Move the ceiling to ``rate``; the current rate only ever drops here."""
+        with self._lock:
+            self.max_rate, self.rate, self.min_rate = rate, min(self.rate, rate), min(1.0, rate)
+
     def take(self, now: float | None = None) -> float:
         """Take a token and return 0, or return the seconds until one may be taken (none taken)."""
         now = time.monotonic() if now is None else now
@@ -135,15 +140,16 @@ def budget_key(base_url: str, api_key: str) -> tuple[str, str]:
 def budget_for(key: tuple[str, str], rate: float) -> KeyBudget:
     """The process-wide budget of ``key``, created at ``rate`` on first use.
 
-    One budget per key, whatever the callers' ``rate_limit``: the lowest ceiling asked for wins,
-    and a pause or slowdown is never lost to a caller that asks for another rate.
+    One budget per key: a caller with another ``rate_limit`` (an edited connection) moves its
+    ceiling, and never loses its pause or slowdown; a higher ceiling is reached by the usual
+    additive steps.
     """
     with _registry_lock:
         budget = _budgets.get(key)
         if budget is None:
             budget = _budgets[key] = KeyBudget(rate)
-        elif rate < budget.max_rate:
-            budget.max_rate, budget.rate = rate, min(budget.rate, rate)
+        elif rate != budget.max_rate:
+            budget.retarget(rate)
         return budget
 
 

@@ -330,3 +330,15 @@ def test_two_event_loops_never_share_a_client(make_conn: Any) -> None:
     assert loops["a"] is not loops["b"]
     assert a[0].is_closed
     assert b[0].is_closed
+
+
+def test_an_edited_rate_limit_moves_the_ceiling_and_keeps_the_pause() -> None:
+    key = _budget.budget_key("http://127.0.0.1:1/api/v1", "sk-bab-retarget")
+    budget = _budget.budget_for(key, 20)
+    budget.throttled(30.0)
+    assert _budget.budget_for(key, 100) is budget  # one budget per key, whatever the rate asked
+    assert budget.max_rate == 100
+    assert budget.rate == 10  # the slowdown is kept; the new ceiling is reached step by step
+    assert budget.take() > 29  # and so is the pause
+    _budget.budget_for(key, 4)
+    assert (budget.max_rate, budget.rate) == (4, 4)
