@@ -14,35 +14,18 @@ Connections come from the emulator's own counter of distinct client ports.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _memory import peak_rss_mib, reset_peak  # benchmarks/ is on sys.path when run as a script
+
 KEY = "sk-bab-bench-key"
 CONN_ENV = "AIRFLOW_CONN_BABOU_DEFAULT"
-
-
-def _peak_mib() -> float:
-    """Peak RSS in MiB: ``VmHWM`` (resettable), else ``ru_maxrss`` (KiB on Linux)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak() -> None:
-    """Reset ``VmHWM`` to the current RSS, so import-time spikes cannot hide the transfer's cost."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
 
 
 def child(mode: str, api_url: str, project_id: str, path: str) -> None:
@@ -54,8 +37,8 @@ def child(mode: str, api_url: str, project_id: str, path: str) -> None:
     hook = BabouHook()
     hook.list_projects(limit=1)  # connection lookup and client set-up happen before the baseline
     headers = {"Authorization": f"Bearer {KEY}"}
-    _reset_peak()
-    before = _peak_mib()
+    reset_peak()
+    before = peak_rss_mib()
     started = time.perf_counter()
     if mode == "hook_upload":
         asset = hook.upload_asset(path, content_type="video/mp4")
@@ -78,7 +61,11 @@ def child(mode: str, api_url: str, project_id: str, path: str) -> None:
     elapsed = time.perf_counter() - started
     print(
         json.dumps(
-            {"mode": mode, "peak_increase_mib": round(_peak_mib() - before, 1), "seconds": round(elapsed, 2)}
+            {
+                "mode": mode,
+                "peak_increase_mib": round(peak_rss_mib() - before, 1),
+                "seconds": round(elapsed, 2),
+            }
         )
     )
 

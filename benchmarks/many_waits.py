@@ -57,6 +57,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from _memory import peak_rss_mib, reset_peak  # benchmarks/ is on sys.path when run as a script
+
 KEY = "sk-bab-many-waits-bench"
 BABOU_CONN_ID = "babou_default"
 HTTP_CONN_ID = "http_babou"
@@ -71,22 +73,6 @@ SIDE_NAMES = {"ours": "BabouExportTrigger", "peer": "HttpEventTrigger"}
 
 
 # -- helpers shared by both processes ---------------------------------------------------------------
-
-
-def _peak_rss_mib() -> float:
-    """Peak RSS in MiB: ``VmHWM`` (resettable), else ``ru_maxrss`` (KiB on Linux)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak() -> None:
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
 
 
 def _read_line(stream: Any, timeout: float) -> str | None:
@@ -185,8 +171,8 @@ def child(spec_path: str, result_path: str) -> None:
                 await asyncio.sleep(0.1)
                 stalls.append(loop.time() - planned)
 
-        _reset_peak()
-        rss_before = _peak_rss_mib()
+        reset_peak()
+        rss_before = peak_rss_mib()
         usage_before = resource.getrusage(resource.RUSAGE_SELF)
         cpu_before = time.process_time()
         started = time.time()
@@ -206,7 +192,7 @@ def child(spec_path: str, result_path: str) -> None:
             "cpu_s": cpu,
             "user_s": usage.ru_utime - usage_before.ru_utime,
             "sys_s": usage.ru_stime - usage_before.ru_stime,
-            "peak_rss_increase_mib": _peak_rss_mib() - rss_before,
+            "peak_rss_increase_mib": peak_rss_mib() - rss_before,
             "client_connects": connects,
             "loop_stall_max_s": max(stalls, default=0.0),
             "loop_stalled_s": sum(x for x in stalls if x > 0.2),
