@@ -26,14 +26,15 @@ import anyio
 import httpx
 
 from airflow_provider_babou.exceptions import BabouTransportError
-from airflow_provider_babou.hooks._budget import AsyncGate, KeyBudget, budget_key, gate_for
+from airflow_provider_babou.hooks._budget import AsyncGate, budget_key, gate_for
 from airflow_provider_babou.hooks._config import ClientConfig
 from airflow_provider_babou.hooks._http import (
     client_kwargs,
     error_for_response,
     parse_model,
-    parse_retry_after,
+    record_answer,
     transport_error,
+    user_agent,
 )
 from airflow_provider_babou.polling import WaitTarget
 
@@ -48,8 +49,7 @@ class AiohttpClient:
     """
 
     def __init__(self, config: ClientConfig) -> None:
-        agent = client_kwargs(config)["headers"]["User-Agent"]
-        self._headers = {"Authorization": f"Bearer {config.api_key}", "User-Agent": agent}
+        self._headers = {"Authorization": f"Bearer {config.api_key}", "User-Agent": user_agent()}
         self._session: aiohttp.ClientSession | None = None
         self._requests: dict[str, httpx.Request] = {}  # one per URL: parsing a URL is not free
         self.is_closed = False
@@ -146,14 +146,6 @@ async def release(shared: SharedClient) -> None:
     await shared.client.aclose()
 
 
-def record(budget: KeyBudget, response: httpx.Response) -> None:
-    """Tell the key's budget how Babou answered: a 429 pauses and slows the key, else it may speed up."""
-    if response.status_code == 429:
-        budget.throttled(parse_retry_after(response.headers.get("Retry-After")))
-    else:
-        budget.succeeded()
-
-
 async def get(
     shared: SharedClient,
     target: WaitTarget,
@@ -185,7 +177,7 @@ async def get(
         raise _timed_out(url, f"no complete answer within {left:.1f} s") from None
     except httpx.TransportError as exc:
         raise transport_error(exc, "GET", url, config.api_key) from exc
-    record(shared.gate.budget, response)
+    record_answer(shared.gate.budget, response)
     if response.is_error:
         raise error_for_response(response, "GET", config.api_key)
     return parse_model(target.model, response, config.api_key)

@@ -27,6 +27,7 @@ from airflow_provider_babou.exceptions import (
     BabouTransportError,
     BabouValidationError,
 )
+from airflow_provider_babou.hooks._budget import KeyBudget
 from airflow_provider_babou.hooks._config import BearerAuth, ClientConfig
 from airflow_provider_babou.models import BabouModel, Page, Pagination
 
@@ -45,16 +46,20 @@ _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
 
 
-def client_kwargs(config: ClientConfig) -> dict[str, Any]:
-    """Settings of every client, sync or async: timeout, User-Agent, the key for the API origin only."""
+def user_agent() -> str:
+    """The provider's, Airflow's and httpx's versions, sent with every request."""
     try:
         from airflow import __version__ as airflow_version
     except ImportError:  # pragma: no cover
         airflow_version = "unknown"
-    agent = f"airflow-provider-babou/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
+    return f"airflow-provider-babou/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
+
+
+def client_kwargs(config: ClientConfig) -> dict[str, Any]:
+    """Settings of every httpx client: timeout, User-Agent, the key for the API origin only."""
     return {
         "timeout": httpx.Timeout(config.timeout),
-        "headers": {"User-Agent": agent},
+        "headers": {"User-Agent": user_agent()},
         "auth": BearerAuth(config.api_key, config.api_origin),
         "follow_redirects": False,
     }
@@ -176,6 +181,14 @@ def is_ambiguous(error: BaseException) -> bool:
     if isinstance(error, BabouTransportError):
         return not was_not_sent(error)
     return isinstance(error, BabouServerError) and error.http_status not in POST_SAFE_STATUSES
+
+
+def record_answer(budget: KeyBudget, response: httpx.Response) -> None:
+    """Tell the key's budget how Babou answered: a 429 pauses and slows the key, else it may speed up."""
+    if response.status_code == 429:
+        budget.throttled(parse_retry_after(response.headers.get("Retry-After")))
+    else:
+        budget.succeeded()
 
 
 def is_transient(error: BabouError) -> bool:

@@ -42,6 +42,7 @@ from airflow_provider_babou.hooks._http import (
     is_retryable,
     parse_model,
     parse_page,
+    record_answer,
     transport_error,
 )
 from airflow_provider_babou.hooks._transfer import UploadBody, upload_body
@@ -223,7 +224,7 @@ class BabouHook(BaseHook):
                 )
             except httpx.TransportError as exc:
                 raise transport_error(exc, method, url, config.api_key) from exc
-            _async.record(budget, response)
+            record_answer(budget, response)
             if response.is_error:
                 raise error_for_response(response, method, config.api_key)
             return response
@@ -453,8 +454,7 @@ class BabouHook(BaseHook):
             return None
 
     def start_export(self, project_id: str) -> ExportReceipt:
-        """Start rendering the project (409 while one is in flight), reconciled after an ambiguous failure:
-        an export in flight, or finished but unlike the one read before the POST, is ours."""
+        """Start rendering; after a lost answer, an export in flight or unlike the one seen before is ours."""
         pid = check_id("project", project_id)
         before = self.find_export(pid)
 
