@@ -81,7 +81,7 @@ def _rows(text: str) -> dict[str, dict[str, str]]:
         if not header:
             header = [c.lower() for c in cells]
         elif (match := re.fullmatch(r"`(\w+)`", cells[0])) and len(cells) == len(header):
-            rows[match.group(1)] = dict(zip(header, cells))
+            rows[match.group(1)] = dict(zip(header, cells, strict=True))
     return rows
 
 
@@ -165,11 +165,9 @@ def test_connection_md_documents_every_extra_the_hook_reads() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
                 continue
-            func, args = node.func, [a.value for a in node.args if isinstance(a, ast.Constant)]
-            if isinstance(func, ast.Attribute) and func.attr == "get" and ast.unparse(func.value) == "extras":
-                read.update(args[:1])
-            elif isinstance(func, ast.Name) and func.id == "_number":
-                read.update(args[:1])
+            # extras.get("NAME") and _number(extras, "NAME", ...): the first string argument.
+            if ast.unparse(node.func) in ("extras.get", "_number"):
+                read.update([a.value for a in node.args if isinstance(a, ast.Constant)][:1])
     assert {"timeout", "rate_limit", "dashboard_url_template"} <= read
     (conn_type,) = get_provider_info()["connection-types"]
     extras = next(body for level, h, body in _sections(_text("connection.md")) if h == "Extras")
