@@ -74,6 +74,7 @@ class Prompt:
     done_at: float
     fail_message: str | None = None
     superseded: bool = False
+    forced: bool = False  # submitted with force: true (counted in the stats, not shown by the API)
 
     def status(self, now: float) -> str:
         if self.superseded:
@@ -351,7 +352,7 @@ class Store:
                 fail = PROMPT_FAILED_RESULT
             if FAIL_EXPORT_MARKER in content:
                 project.fail_export_chapters.append(project.chapters.index(chapter) + 1)
-            prompt = Prompt(new_id("int"), content, now, now + self.config.prompt_seconds, fail)
+            prompt = Prompt(new_id("int"), content, now, now + self.config.prompt_seconds, fail, forced=force)
             chapter.prompts.append(prompt)
             return {
                 "prompt_id": prompt.id,
@@ -473,6 +474,7 @@ class Store:
                 "projects_created": len(projects),
                 "chapters_created": len(chapters),
                 "prompts_submitted": sum(len(c.prompts) for c in chapters),
+                "prompts_forced": sum(p.forced for c in chapters for p in c.prompts),
                 "exports_started": sum(1 for e in self._exports.values() if key is None or e.owner == key),
                 "assets_uploaded": sum(1 for a in self._assets.values() if key is None or a.owner == key),
             }
