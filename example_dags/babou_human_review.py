@@ -26,10 +26,11 @@ A reviewer can answer in the UI or through the REST API::
     {"chosen_options": ["Reject"], "params_input": {"chapter": "features", "note": "Slower cards."}}
 
 Approve takes the same body with ``["Approve"]`` (Airflow 3.1 wants every form field in
-``params_input``, so send the chapter and an empty note). On Airflow 3.1 the form shows the chapter
-as a text field (the choice list arrives in 3.1.3), so ``revise_<n>`` checks the name; a wrong
-chapter or an empty note fails it with what to do. The reviews wait without a time limit; newer
-standard providers take ``response_timeout`` to bound them.
+``params_input``, so send the chapter and an empty note). Before Airflow 3.1.3 the form shows each
+field as plain text under its name, without the chapter list or the descriptions, so the body names
+the chapters and ``revise_<n>`` checks the answer: a wrong chapter or an empty note fails it with
+what to do. The reviews wait without a time limit; newer standard providers take
+``response_timeout`` to bound them.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def review_body(round_no: int) -> str:
         "This is the last round: **Reject** leaves the video unpublished."
         if last
         else "**Reject** with the chapter to redo and a note: the note is added to that chapter's "
-        "prompt and the video is rendered again for another review."
+        "prompt and the video is rendered again for another review. Chapters: "
+        + ", ".join(f"`{name}`" for name in CHAPTERS)
+        + "."
     )
     return (
         f"**Round {round_no} of {MAX_ROUNDS}.** Watch the [Babou video]({{{{ {video}['download_url'] }}}}) "

@@ -7,6 +7,9 @@ video, rejects the ``features`` chapter with a note (``PATCH .../hitlDetails``),
 that chapter's prompt with the note appended, submitted with ``force``, and a second render, then
 approves ``review_2`` and checks the published MP4 and the Asset event (``/api/v2/assets/events``).
 The reviewer is a user of the simple auth manager, so the event names who approved.
+
+Wall clock on the project's 2-core machines: the module takes 114 s on Airflow 3.3.2 and 93 s on
+3.1.0 (deployment start ~25 s, the reject-then-approve run 37-48 s, the no-note run ~20 s).
 """
 
 from __future__ import annotations
@@ -182,4 +185,35 @@ def test_reject_reprompts_the_chapter_then_approve_publishes(
     leaks = key_leaks([deployment.logs, deployment.component_logs], ALICE)
     assert not leaks, f"the API key appears in {leaks}"
     print(f"\nreview_1 reached after {reached_review:.0f}s; run done after {elapsed:.0f}s")
+    deployment.passed = True
+
+
+def test_reject_without_a_note_fails_the_revision_with_what_to_do(
+    deployment: Deployment, emulator: EmulatorControl
+) -> None:
+    deployment.passed = False  # set again once this test passed: a failure keeps AIRFLOW_HOME
+    deployment.wait_until_parsed()
+    deployment.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+    run_id = deployment.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})[
+        "dag_run_id"
+    ]
+    _wait_for_review(deployment, run_id, "review_1")
+
+    deployment.api(
+        "PATCH",
+        _hitl_path(run_id, "review_1"),
+        json={"chosen_options": ["Reject"], "params_input": {"chapter": "features", "note": "  "}},
+    )
+    state = deployment.wait_for("the DAG run to finish", deployment.run_state, ROUND_TIMEOUT)
+
+    assert state == "failed", deployment.tries_report(run_id)
+    tis = {task: (st, n) for task, _, st, n in deployment.task_instances(run_id)}
+    assert tis["revise_2"] == ("failed", 1)  # a typed input error: no retry
+    assert tis["reprompt_2"][0] == "upstream_failed"
+    assert tis["publish"][0] == "upstream_failed"
+    log = deployment.attempt_log(run_id, "revise_2", -1, 1).read_text()
+    assert "a Reject needs a note saying what to change" in log
+    assert "clear review_1 and answer again" in log
+    counts = emulator.stats(ALICE)["key"]
+    assert (counts["prompts_submitted"], counts["exports_started"]) == (3, 1)  # nothing re-rendered
     deployment.passed = True
