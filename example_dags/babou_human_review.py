@@ -14,11 +14,13 @@ about an hour) and names the local file, which stays.
   again.
 
 A DAG cannot loop, so the review rounds are tasks: ``MAX_ROUNDS`` (3) reviews, two of which can
-send the video back. Everything a round decided stays in one DAG run (the answers are the review
-tasks' XCom), and the graph shows how far the video got. On Approve, the next ``revise_<n>`` short-
-circuits and every later round is skipped; ``publish`` waits for all reviews and runs once one of
-them approved. The last round is an ``ApprovalOperator``: Reject there leaves the video unpublished
-(``publish`` is skipped). Another round means adding one to ``MAX_ROUNDS``.
+send the video back. Re-triggering the DAG with the answer in its conf would loop without a bound,
+but would spread one video over several runs; here everything a round decided stays in one DAG run
+(the answers are the review tasks' XCom), and the graph shows how far the video got. On Approve,
+the next ``revise_<n>`` short-circuits, skipping every later round; ``publish`` waits for all
+reviews and runs once one of them approved. The last round is an ``ApprovalOperator``: Reject
+there leaves the video unpublished (``publish`` is skipped). Another round means adding one to
+``MAX_ROUNDS``.
 
 A reviewer can answer in the UI or through the REST API::
 
@@ -29,8 +31,9 @@ Approve takes the same body with ``["Approve"]`` (Airflow 3.1 wants every form f
 ``params_input``, so send the chapter and an empty note). Before Airflow 3.1.3 the form shows each
 field as plain text under its name, without the chapter list or the descriptions, so the body names
 the chapters and ``revise_<n>`` checks the answer: a wrong chapter or an empty note fails it with
-what to do. The reviews wait without a time limit; newer standard providers take
-``response_timeout`` to bound them.
+what to do. (On Airflow 3.3 the form offers the list, and a chapter outside it, sent through the
+API, fails the review's try; the retry asks again.) The reviews wait without a time limit; newer
+standard providers take ``response_timeout`` to bound them.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ with DAG(
             if answer and answer["chosen_options"] == [APPROVE]:
                 break
         else:  # unreachable: publish runs only after a review approved
-            raise BabouInputError("no review approved the video")
+            raise ValueError("no review approved the video")
         video = ti.xcom_pull(task_ids=video_task(round_no))
         target = Path(PUBLISH_DIR) / ti.dag_id / f"{run_id.replace(':', '-').replace('+', '-')}.mp4"
         target.parent.mkdir(parents=True, exist_ok=True)
