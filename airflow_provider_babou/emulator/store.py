@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_babou.emulator.config import FAIL_EXPORT_MARKER, FAIL_PROMPT_MARKER, EmulatorConfig
+from airflow_provider_babou.emulator.video import DEFAULT_CHAPTER_SECONDS, Segment, VideoPlan
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -23,8 +24,6 @@ PROMPT_FAILED_RESULT = "Prompt processing failed: the emulator was told to fail 
 SUPERSEDED_RESULT = "Cancelled: superseded by a newer prompt"
 EXPORT_FAILED_DEFAULT = "Export failed: the emulator was told to fail this export"
 ASSET_FAILED_DEFAULT = "Asset processing failed"
-# Length of the bundled sample clip; counts for chapters created without a duration.
-_DEFAULT_CHAPTER_SECONDS = 2
 
 
 def new_id(prefix: str) -> str:
@@ -143,8 +142,13 @@ class Export:
     created: float
     processing_at: float
     done_at: float
-    video_seconds: int
+    # What the video shows: the chapters included when the export started, as they were then.
+    plan: VideoPlan
     fail_message: str | None = None
+
+    @property
+    def video_seconds(self) -> int:
+        return sum(segment.seconds for segment in self.plan.segments)
 
     def status(self, now: float) -> str:
         if now < self.processing_at:
@@ -386,6 +390,9 @@ class Store:
                 fail = f"Failed to render chapter {project.fail_export_chapters[0]}"
                 project.fail_export_chapters.clear()
             processing_at = now + self.config.export_queued_seconds
+            segments = tuple(
+                Segment(c.name, c.prompts[-1].content, c.duration or DEFAULT_CHAPTER_SECONDS) for c in included
+            )
             export = Export(
                 new_id("exp"),
                 project.id,
@@ -393,7 +400,7 @@ class Store:
                 now,
                 processing_at,
                 processing_at + self.config.export_processing_seconds,
-                sum(c.duration or _DEFAULT_CHAPTER_SECONDS for c in included),
+                VideoPlan(project.name, segments),
                 fail,
             )
             project.export = export
@@ -416,11 +423,13 @@ class Store:
             error = export.fail_message if status == "failed" else None
             return export.id, status, error, export.video_seconds
 
-    def completed_export(self, export_id: str) -> bool:
-        """Whether ``export_id`` exists and is completed (downloads need no key)."""
+    def completed_export(self, export_id: str) -> tuple[str, VideoPlan] | None:
+        """The owner's key and video plan of ``export_id`` if it exists and is completed, else None."""
         with self.lock:
             export = self._exports.get(export_id)
-            return export is not None and export.status(time.time()) == "completed"
+            if export is None or export.status(time.time()) != "completed":
+                return None
+            return export.owner, export.plan
 
     # -- assets ----------------------------------------------------------------------------------
 
