@@ -61,6 +61,10 @@ class EmulatorState:
             self._outage: Outage | None = None
             self._index_keys()
 
+    def close(self) -> None:
+        """Release what outlives requests (the rendered videos' temp dir); the server calls this."""
+        self.videos.close()
+
     def start_outage(self, seconds: float, mode: str) -> Outage | None:
         """Fail every ``/api/v1`` and ``/downloads`` request for ``seconds`` (0 ends an outage)."""
         if mode not in OUTAGE_MODES:

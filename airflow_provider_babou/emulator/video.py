@@ -166,7 +166,7 @@ def _mux(container: OutputContainer, packets: list[Packet], starts: dict[int, in
 
 
 class VideoCache:
-    """Rendered MP4s by export id in a private temp dir, removed on :meth:`clear` and at exit.
+    """Rendered MP4s by export id in a private temp dir, removed by :meth:`close` (or at exit).
 
     :meth:`get` renders on a worker thread (never on the event loop) the first time an export is
     asked for; concurrent first requests share that one render.
@@ -177,6 +177,7 @@ class VideoCache:
         self._videos: dict[str, Future[Path]] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._dir: Path | None = None
+        self._remove_dir: Callable[[], object] = lambda: None
 
     def get(self, export_id: str, plan: VideoPlan, on_render: Callable[[], None]) -> Future[Path]:
         """The MP4 of ``export_id``; ``on_render`` runs once the file is rendered (not on a hit)."""
@@ -211,7 +212,8 @@ class VideoCache:
         with self._lock:
             if self._dir is None:
                 self._dir = Path(tempfile.mkdtemp(prefix="babou-emulator-videos-"))
-                weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
+                # Also at interpreter exit, for an app run in-process that nobody closes.
+                self._remove_dir = weakref.finalize(self, shutil.rmtree, self._dir, ignore_errors=True)
             return self._dir
 
     def clear(self) -> None:
@@ -220,6 +222,16 @@ class VideoCache:
             videos, self._videos = self._videos, {}
         for video in videos.values():
             video.add_done_callback(_unlink_result)
+
+
+    def close(self) -> None:
+        """Finish a render under way, then delete the directory with every video in it."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+            self._videos = {}
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        self._remove_dir()
 
 
 def _unlink_result(video: Future[Path]) -> None:
