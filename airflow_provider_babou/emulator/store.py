@@ -118,6 +118,10 @@ class Chapter:
         """Counts for export: the latest prompt completed (a chapter without prompts does not)."""
         return bool(self.prompts) and self.prompts[-1].status(now) == "completed"
 
+    def segment(self) -> Segment:
+        """The chapter as an export shows it: name, latest prompt, length (2 s without a duration)."""
+        return Segment(self.name, self.prompts[-1].content, self.duration or DEFAULT_CHAPTER_SECONDS)
+
     def to_json(self, now: float, *, summary: bool = True, detail: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": self.id,
@@ -390,9 +394,6 @@ class Store:
                 fail = f"Failed to render chapter {project.fail_export_chapters[0]}"
                 project.fail_export_chapters.clear()
             processing_at = now + self.config.export_queued_seconds
-            segments = tuple(
-                Segment(c.name, c.prompts[-1].content, c.duration or DEFAULT_CHAPTER_SECONDS) for c in included
-            )
             export = Export(
                 new_id("exp"),
                 project.id,
@@ -400,7 +401,7 @@ class Store:
                 now,
                 processing_at,
                 processing_at + self.config.export_processing_seconds,
-                VideoPlan(project.name, segments),
+                VideoPlan(project.name, tuple(c.segment() for c in included)),
                 fail,
             )
             project.export = export

@@ -130,7 +130,8 @@ def render_card(plan: VideoPlan, index: int) -> Image:
     if len(lines) > _PROMPT_LINES:
         lines = [*lines[: _PROMPT_LINES - 1], lines[_PROMPT_LINES - 1] + " …"]
     draw.multiline_text((_MARGIN, 48), "\n".join(lines), font=body, fill=(225, 225, 230), spacing=2)
-    draw.text((_MARGIN, HEIGHT - 18), _wrap(draw, plan.project, small, width)[0], font=small, fill=(150, 150, 160))
+    footer = _wrap(draw, plan.project, small, width)[0]
+    draw.text((_MARGIN, HEIGHT - 18), footer, font=small, fill=(150, 150, 160))
     return image
 
 
@@ -222,7 +223,6 @@ class VideoCache:
             videos, self._videos = self._videos, {}
         for video in videos.values():
             video.add_done_callback(_unlink_result)
-
 
     def close(self) -> None:
         """Finish a render under way, then delete the directory with every video in it."""
