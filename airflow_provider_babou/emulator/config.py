@@ -32,7 +32,6 @@ FAIL_PROMPT_MARKER = "[[emulator:fail]]"
 FAIL_EXPORT_MARKER = "[[emulator:fail-export]]"
 
 SAMPLE_MP4 = Path(__file__).with_name("data") / "sample.mp4"
-SAMPLE_MP4_SIZE = SAMPLE_MP4.stat().st_size
 
 
 class FaultProfile(BaseModel):
