@@ -232,7 +232,7 @@ class DownloadState:
 
     def _open(self) -> Any:
         if self.temp_path is not None:
-            return open(self.temp_path, "xb")  # noqa: SIM115 - closed by finish/discard
+            return open(self.temp_path, "xb")
         # The fsspec file itself, not ObjectStoragePath.open()'s wrapper: _cancel() must mark it closed.
         return self.remote.fs.open(self.remote.path, "wb")
 

@@ -7,11 +7,11 @@ leaves neither an object nor an open multipart upload behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,8 @@ class _DiskWatch:
         for folder in self.folders:
             for root, _, files in os.walk(folder):
                 for name in files:
-                    try:
+                    with contextlib.suppress(FileNotFoundError):  # renamed or deleted meanwhile
                         total += os.lstat(os.path.join(root, name)).st_blocks * 512
-                    except FileNotFoundError:
-                        pass
         return total
 
     def _run(self) -> None:
@@ -98,14 +96,14 @@ class _DiskWatch:
 
 
 @pytest.fixture
-def local_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_DiskWatch]:
+def local_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _DiskWatch:
     """Empty temp and working directories for the download, and a watch on what they hold."""
     temp, cwd = tmp_path / "tmp", tmp_path / "cwd"
     temp.mkdir()
     cwd.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     monkeypatch.chdir(cwd)
-    yield _DiskWatch(temp, cwd)
+    return _DiskWatch(temp, cwd)
 
 
 def test_download_streams_into_s3(hook, emulator, s3_server, s3_bucket, local_disk) -> None:
@@ -117,4 +115,67 @@ def test_download_streams_into_s3(hook, emulator, s3_server, s3_bucket, local_di
     _check(result, data, s3_bucket, BIG)
     assert data[4:8] == b"ftyp"  # the emulator's MP4, padded
     assert local_disk.peak == 0
+    assert _uploads(s3_server, s3_bucket) == []
+
+
+def test_cut_stream_resumes_into_the_same_upload(hook, emulator, s3_server, s3_bucket, local_disk) -> None:
+    emulator.configure(mp4_size=BIG)
+    project_id = _export(hook)
+    emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=CUT)
+    with local_disk:
+        result = hook.download_export(project_id, _target(s3_bucket))
+    data = _read(s3_server, s3_bucket)
+    _check(result, data, s3_bucket, BIG)
+    assert local_disk.peak == 0
+    assert route_count(emulator, DOWNLOAD) == 2
+    assert key_stats(emulator)["responses"]["206"] == 1  # resumed from the byte written, not restarted
+    reference = hook.download_export(project_id, Path(tempfile.gettempdir()) / "reference.mp4")
+    assert reference.sha256 == result.sha256
+    assert _uploads(s3_server, s3_bucket) == []
+
+
+def test_final_failure_leaves_no_object(make_conn, emulator, s3_server, s3_bucket) -> None:
+    hook = BabouHook(make_conn(), timeout=5, max_backoff=0.05, retry_deadline=1)
+    emulator.configure(mp4_size=BIG)
+    project_id = _export(hook)
+    # The first request is cut after a part was uploaded; every resume fails until the deadline.
+    emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=CUT)
+    emulator.inject_fault("drop_before", method="GET", path="^/downloads/", count=50)
+    with pytest.raises(BabouTransportError, match="/downloads/"):
+        hook.download_export(project_id, _target(s3_bucket))
+    assert _keys(s3_server, s3_bucket) == {}
+    assert _uploads(s3_server, s3_bucket) == []  # the multipart upload was aborted, not completed
+
+
+def test_existing_object_refused_before_any_request(hook, emulator, s3_server, s3_bucket) -> None:
+    s3_server.client().put_object(Bucket=s3_bucket, Key="exports/video.mp4", Body=b"theirs")
+    project_id = _export(hook)
+    before = key_stats(emulator)["requests_by_route"]
+    with pytest.raises(BabouInputError, match=r"already exists.*overwrite=True"):
+        hook.download_export(project_id, _target(s3_bucket))
+    assert key_stats(emulator)["requests_by_route"] == before
+    assert _read(s3_server, s3_bucket) == b"theirs"
+    result = hook.download_export(project_id, _target(s3_bucket), overwrite=True)
+    _check(result, _read(s3_server, s3_bucket), s3_bucket, result.size)
+
+
+def test_object_appearing_meanwhile_is_not_overwritten(hook, emulator, s3_server, s3_bucket) -> None:
+    emulator.configure(mp4_size=BIG)
+    project_id = _export(hook)
+    # The resumed request is held for 2 s: another writer creates the object while ours is open.
+    emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=CUT)
+    emulator.inject_fault("delay_after", method="GET", path="^/downloads/", seconds=2)
+    client = s3_server.client()
+
+    def other_writer() -> None:
+        while not _uploads(s3_server, s3_bucket):
+            threading.Event().wait(0.05)
+        client.put_object(Bucket=s3_bucket, Key="exports/video.mp4", Body=b"theirs")
+
+    writer = threading.Thread(target=other_writer, daemon=True)
+    writer.start()
+    with pytest.raises(BabouInputError, match="appeared while downloading"):
+        hook.download_export(project_id, _target(s3_bucket))
+    writer.join(5)
+    assert _read(s3_server, s3_bucket) == b"theirs"
     assert _uploads(s3_server, s3_bucket) == []
