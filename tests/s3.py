@@ -25,10 +25,15 @@ REGION = "us-east-1"
 
 
 class MotoServer:
-    """Context manager around ``python -m moto.server`` on a free port, stopped by PID."""
+    """Context manager around ``python -m moto.server`` on a free port, stopped by PID.
 
-    def __init__(self, startup_timeout: float = 30.0) -> None:
+    :param env: extra environment of the server, e.g. ``MOTO_S3_DEFAULT_KEY_BUFFER_SIZE`` (objects
+        larger than this, 5 MiB by default, are spooled to anonymous temporary files).
+    """
+
+    def __init__(self, startup_timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         self.startup_timeout = startup_timeout
+        self.env = env
         self.url = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
@@ -42,7 +47,8 @@ class MotoServer:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log)
+        env = {**os.environ, **self.env} if self.env else None
+        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)
         deadline = time.monotonic() + self.startup_timeout
         while True:
             try:

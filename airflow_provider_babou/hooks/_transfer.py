@@ -23,6 +23,10 @@ from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.limits import MAX_UPLOAD_BYTES, SUPPORTED_CONTENT_TYPES
 
 CHUNK_SIZE = 256 * 1024
+# A download to object storage buffers one part of this size before uploading it (s3fs's default is
+# 50 MiB, ~150 MiB of peak RSS): 8 MiB, the AWS CLI's part size, allows objects up to 78 GiB in S3's
+# 10,000 parts and costs ~30 MiB (benchmarks/s3_results.md).
+UPLOAD_PART_SIZE = 8 * 1024 * 1024
 # Spellings that ``mimetypes`` (or users) produce for the same formats.
 _CONTENT_TYPE_ALIASES = {
     "audio/x-wav": "audio/wav",
@@ -211,11 +215,12 @@ class DownloadState:
 
     A local destination fills a temporary file beside it, moved into place by :meth:`finish`.
     A remote ``ObjectStoragePath`` is written as the bytes arrive, with no local copy: fsspec's
-    object-store files buffer one block and upload it as a part (s3fs: a multipart upload), and
-    the object appears only when :meth:`finish` closes the file. :meth:`discard` cancels it
-    instead (s3fs aborts the multipart upload, gcsfs the resumable one; adlfs's staged blocks are
-    never committed), so a failed download leaves nothing visible. A process killed mid-way
-    leaves an invisible incomplete upload that the bucket's lifecycle rule expires.
+    object-store files buffer one block (:data:`UPLOAD_PART_SIZE`) and upload it as a part (s3fs:
+    a multipart upload), and the object appears only when :meth:`finish` closes the file.
+    :meth:`discard` cancels it instead (s3fs aborts the multipart upload, gcsfs the resumable
+    one; adlfs's staged blocks are never committed), so a failed download leaves nothing visible.
+    A process killed mid-way leaves an invisible incomplete upload (S3: expired by the bucket's
+    lifecycle rule for incomplete multipart uploads).
     """
 
     def __init__(self, local: Path | None, remote: Any = None) -> None:
@@ -234,7 +239,7 @@ class DownloadState:
         if self.temp_path is not None:
             return open(self.temp_path, "xb")
         # The fsspec file itself, not ObjectStoragePath.open()'s wrapper: _cancel() must mark it closed.
-        return self.remote.fs.open(self.remote.path, "wb")
+        return self.remote.fs.open(self.remote.path, "wb", block_size=UPLOAD_PART_SIZE)
 
     def _cancel(self) -> None:
         """Abandon the remote object being written, leaving nothing visible."""

@@ -7,9 +7,7 @@ leaves neither an object nor an open multipart upload behind.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import tempfile
 import threading
 from pathlib import Path
@@ -21,14 +19,14 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_babou.exceptions import BabouInputError, BabouTransportError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import DownloadResult
-from tests.helpers import FAST_POLL, key_stats, route_count
+from tests.helpers import FAST_POLL, DiskWatch, key_stats, route_count
 from tests.s3 import MotoServer
 
 DOWNLOAD = "GET /downloads/{export_id}.mp4"
 MIB = 1024 * 1024
-# Above s3fs's 50 MiB block, so the upload is a real multipart one; the cut falls after a part.
-BIG = 64 * MIB
-CUT = 56 * MIB
+# Several parts of UPLOAD_PART_SIZE (8 MiB): a real multipart upload, cut after its first part.
+BIG = 20 * MIB
+CUT = 12 * MIB
 
 
 def _export(hook: BabouHook) -> str:
@@ -64,46 +62,15 @@ def _check(result: DownloadResult, data: bytes, bucket: str, size: int) -> None:
     assert result.path == f"s3://babou_s3@{bucket}/exports/video.mp4"  # the conn_id is part of the path
 
 
-class _DiskWatch:
-    """Samples the bytes held under some directories while a download runs; keeps the largest."""
-
-    def __init__(self, *folders: Path) -> None:
-        self.folders, self.peak = folders, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _used(self) -> int:
-        total = 0
-        for folder in self.folders:
-            for root, _, files in os.walk(folder):
-                for name in files:
-                    with contextlib.suppress(FileNotFoundError):  # renamed or deleted meanwhile
-                        total += os.lstat(os.path.join(root, name)).st_blocks * 512
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._used())
-
-    def __enter__(self) -> _DiskWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._used())
-
-
 @pytest.fixture
-def local_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _DiskWatch:
+def local_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DiskWatch:
     """Empty temp and working directories for the download, and a watch on what they hold."""
     temp, cwd = tmp_path / "tmp", tmp_path / "cwd"
     temp.mkdir()
     cwd.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     monkeypatch.chdir(cwd)
-    return _DiskWatch(temp, cwd)
+    return DiskWatch(temp, cwd)
 
 
 def test_download_streams_into_s3(hook, emulator, s3_server, s3_bucket, local_disk) -> None:
