@@ -14,10 +14,11 @@ and downloads the export to ``s3://bench/<mode>.mp4`` through the Amazon provide
   ``git archive`` and put first on the child's ``PYTHONPATH``.
 
 Each child gets an empty ``TMPDIR`` and an empty working directory. Memory = the child's peak
-RSS increase during the download (``VmHWM`` reset after imports and a warm-up call). Disk = the
-largest total size of the files under those two directories, sampled every 10 ms, plus the
-growth of the file system's used space (which also counts anonymous temporary files, and other
-processes' writes: the machine is shared). moto is told to hold objects in its own memory (it
+RSS increase during the download (``VmHWM`` reset after imports and a warm-up call). Disk,
+sampled every 10 ms (``tests.helpers.DiskWatch``): the largest total size of the files under
+those two directories, and of the deleted files the child holds open (anonymous temporary files);
+as a cross-check, the growth of the file system's used space, which also counts other processes'
+writes (the machine is shared). moto is told to hold objects in its own memory (it
 would spool those over 5 MiB to temporary files): only the downloading process is measured.
 """
 
@@ -68,6 +69,7 @@ def child(mode: str, project_id: str) -> None:
         "package": os.path.dirname(airflow_provider_babou.__file__),
         "peak_rss_increase_mib": round(peak_rss_mib() - before, 1),
         "local_files_peak_mib": round(watch.peak / MIB, 1),
+        "unlinked_open_files_peak_mib": round(watch.unlinked / MIB, 1),
         "fs_used_growth_mib": round(watch.fs_growth / MIB, 1),
         "seconds": round(elapsed, 1),
         "size": result.size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,22 @@ def route_count(emulator: EmulatorControl, route: str, key: str = ALICE) -> int:
 
 
 class DiskWatch:
-    """While active, samples every 10 ms the local disk taken by files under ``folders`` (allocated
-    blocks) and the used space of their file system; keeps the largest growth of each.
+    """While active, samples every 10 ms the local disk (allocated blocks) taken by the files under
+    ``folders``, the growth of the deleted files this process holds open (anonymous temporary files,
+    which no folder shows) and of the used space of the folders' file system; keeps the largest of
+    each.
 
-    The file-system figure also counts other processes' writes: the folder figure is the exact one.
+    The file-system figure also counts other processes' writes; the other two are exact.
     """
 
     def __init__(self, *folders: Path) -> None:
         self.folders = folders
         self.peak = 0  #: largest total size of the files under ``folders``, bytes
+        self.unlinked = 0  #: largest growth of the deleted files held open by this process, bytes
         self.fs_growth = 0  #: largest growth of the file system's used space, bytes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._fs_start = 0
+        self._fs_start = self._unlinked_start = 0
 
     def used(self) -> int:
         total = 0
@@ -50,12 +54,24 @@ class DiskWatch:
                         total += os.lstat(os.path.join(root, name)).st_blocks * 512
         return total
 
+    @staticmethod
+    def open_unlinked() -> int:
+        total = 0
+        with contextlib.suppress(FileNotFoundError):  # no /proc
+            for fd in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):  # closed meanwhile
+                    info = os.stat(f"/proc/self/fd/{fd}")
+                    if info.st_nlink == 0 and stat.S_ISREG(info.st_mode):
+                        total += info.st_blocks * 512
+        return total
+
     def _fs_used(self) -> int:
-        stat = os.statvfs(self.folders[0])
-        return (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+        fs = os.statvfs(self.folders[0])
+        return (fs.f_blocks - fs.f_bfree) * fs.f_frsize
 
     def _sample(self) -> None:
         self.peak = max(self.peak, self.used())
+        self.unlinked = max(self.unlinked, self.open_unlinked() - self._unlinked_start)
         self.fs_growth = max(self.fs_growth, self._fs_used() - self._fs_start)
 
     def _run(self) -> None:
@@ -63,7 +79,7 @@ class DiskWatch:
             self._sample()
 
     def __enter__(self) -> DiskWatch:
-        self._fs_start = self._fs_used()
+        self._fs_start, self._unlinked_start = self._fs_used(), self.open_unlinked()
         self._thread.start()
         return self
 
