@@ -8,11 +8,14 @@ leaves neither an object nor an open multipart upload behind.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from airflow.sdk import ObjectStoragePath
 
@@ -148,3 +151,31 @@ def test_object_appearing_meanwhile_is_not_overwritten(hook, emulator, s3_server
     writer.join(5)
     assert _read(s3_server, s3_bucket) == b"theirs"
     assert _uploads(s3_server, s3_bucket) == []
+
+
+def test_range_ignored_restarts_the_upload(mock_hook, s3_server, s3_bucket, local_disk) -> None:
+    # The emulator honours Range; a server that ignores it is a MockTransport's to play.
+    payload, cut = os.urandom(BIG), CUT
+    ranges: list[str | None] = []
+
+    class CutShort(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield payload[:cut]
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host != "cdn.example.net":
+            return httpx.Response(
+                200, json={"status": "completed", "download_url": "https://cdn.example.net/v"}
+            )
+        ranges.append(request.headers.get("Range"))
+        body = CutShort() if len(ranges) == 1 else httpx.ByteStream(payload)
+        return httpx.Response(200, stream=body, headers={"Content-Length": str(len(payload))})
+
+    with local_disk:
+        result = mock_hook(handler).download_export("prj_a", _target(s3_bucket))
+    assert ranges == [None, f"bytes={cut}-"]  # resumed; the server sent the whole file again
+    _check(result, _read(s3_server, s3_bucket), s3_bucket, BIG)
+    assert _read(s3_server, s3_bucket) == payload
+    assert local_disk.peak == 0
+    assert _uploads(s3_server, s3_bucket) == []  # the first upload, a part in, was aborted

@@ -6,9 +6,7 @@ import email.utils
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -391,18 +389,6 @@ def test_download_before_completion(hook: BabouHook, emulator, tmp_path: Path) -
 
 
 # --------------------------------------------------------------------------- MockTransport-only cases
-
-
-@pytest.fixture
-def mock_hook(monkeypatch: pytest.MonkeyPatch) -> Callable[..., BabouHook]:
-    """A hook on ``babou_mock`` (``https://api.babou.test``, key ALICE) answered by ``handler``."""
-
-    def make(handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -> BabouHook:
-        conn = {"conn_type": "babou", "host": "https://api.babou.test/api/v1", "password": ALICE}
-        monkeypatch.setenv("AIRFLOW_CONN_BABOU_MOCK", json.dumps(conn))
-        return BabouHook("babou_mock", transport=httpx.MockTransport(handler), **kw)
-
-    return make
 
 
 @pytest.mark.parametrize(
