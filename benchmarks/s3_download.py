@@ -107,7 +107,7 @@ def main() -> None:
         return
 
     from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess
-    from airflow_provider_babou.polling import PollPolicy
+    from tests.helpers import completed_export
     from tests.s3 import MotoServer
 
     emulator_args = [
@@ -141,18 +141,12 @@ def main() -> None:
         from airflow_provider_babou.hooks.babou import BabouHook
 
         hook = BabouHook()
-        poll = PollPolicy(0.1, 1.0, 0.1)
-        project = hook.create_project(name="bench")
-        chapter = hook.create_chapter(project.id, name="c")
-        receipt = hook.submit_prompt(project.id, chapter.id, content="bench")
-        hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=poll, timeout=30)
-        hook.start_export(project.id)
-        hook.wait_for_export(project.id, poll=poll, timeout=30)
+        project_id = completed_export(hook)
         control.configure(mp4_size=args.mib * MIB)
         client = s3.client()
         client.create_bucket(Bucket=BUCKET)
         for mode in ("streamed", "staged"):
-            record = _run_child(mode, project.id, env, root, staged)
+            record = _run_child(mode, project_id, env, root, staged)
             head = client.head_object(Bucket=BUCKET, Key=f"{mode}.mp4")
             assert head["ContentLength"] == record["size"] == args.mib * MIB, (head, record)
             client.delete_object(Bucket=BUCKET, Key=f"{mode}.mp4")  # moto holds objects in memory

@@ -7,11 +7,14 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.polling import PollPolicy
 from tests.keys import ALICE
+
+if TYPE_CHECKING:
+    from airflow_provider_babou.hooks.babou import BabouHook
 
 #: The one fast cadence of tests: the emulator builds a prompt in 0.3 s.
 FAST_POLL = PollPolicy(interval=0.05, backoff=1.5, max_interval=0.3)
@@ -25,6 +28,17 @@ def key_stats(emulator: EmulatorControl, key: str = ALICE) -> dict[str, Any]:
 def route_count(emulator: EmulatorControl, route: str, key: str = ALICE) -> int:
     """How many requests reached ``route`` (e.g. ``POST /api/v1/projects``)."""
     return int(key_stats(emulator, key).get("requests_by_route", {}).get(route, 0))
+
+
+def completed_export(hook: BabouHook) -> str:
+    """Make a project with one built prompt and a completed export; return the project's id."""
+    project = hook.create_project(name="p")
+    chapter = hook.create_chapter(project.id, name="c")
+    receipt = hook.submit_prompt(project.id, chapter.id, content="x")
+    hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=10)
+    hook.start_export(project.id)
+    hook.wait_for_export(project.id, poll=FAST_POLL, timeout=10)
+    return project.id
 
 
 class DiskWatch:

@@ -22,7 +22,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_babou.exceptions import BabouInputError, BabouTransportError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import DownloadResult
-from tests.helpers import FAST_POLL, DiskWatch, key_stats, route_count
+from tests.helpers import DiskWatch, completed_export, key_stats, route_count
 from tests.s3 import MotoServer
 
 DOWNLOAD = "GET /downloads/{export_id}.mp4"
@@ -30,16 +30,6 @@ MIB = 1024 * 1024
 # Several parts of UPLOAD_PART_SIZE (8 MiB): a real multipart upload, cut after its first part.
 BIG = 20 * MIB
 CUT = 12 * MIB
-
-
-def _export(hook: BabouHook) -> str:
-    project = hook.create_project(name="p")
-    chapter = hook.create_chapter(project.id, name="c")
-    receipt = hook.submit_prompt(project.id, chapter.id, content="x")
-    hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=10)
-    hook.start_export(project.id)
-    hook.wait_for_export(project.id, poll=FAST_POLL, timeout=10)
-    return project.id
 
 
 def _target(bucket: str, key: str = "exports/video.mp4") -> ObjectStoragePath:
@@ -78,7 +68,7 @@ def local_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DiskWatch:
 
 def test_download_streams_into_s3(hook, emulator, s3_server, s3_bucket, local_disk) -> None:
     emulator.configure(mp4_size=BIG)
-    project_id = _export(hook)
+    project_id = completed_export(hook)
     with local_disk:
         result = hook.download_export(project_id, _target(s3_bucket))
     data = _read(s3_server, s3_bucket)
@@ -91,7 +81,7 @@ def test_download_streams_into_s3(hook, emulator, s3_server, s3_bucket, local_di
 
 def test_cut_stream_resumes_into_the_same_upload(hook, emulator, s3_server, s3_bucket, local_disk) -> None:
     emulator.configure(mp4_size=BIG)
-    project_id = _export(hook)
+    project_id = completed_export(hook)
     emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=CUT)
     with local_disk:
         result = hook.download_export(project_id, _target(s3_bucket))
@@ -109,7 +99,7 @@ def test_cut_stream_resumes_into_the_same_upload(hook, emulator, s3_server, s3_b
 def test_final_failure_leaves_no_object(make_conn, emulator, s3_server, s3_bucket) -> None:
     hook = BabouHook(make_conn(), timeout=5, max_backoff=0.05, retry_deadline=1)
     emulator.configure(mp4_size=BIG)
-    project_id = _export(hook)
+    project_id = completed_export(hook)
     # The first request is cut after a part was uploaded; every resume fails until the deadline.
     emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=CUT)
     emulator.inject_fault("drop_before", method="GET", path="^/downloads/", count=50)
@@ -121,7 +111,7 @@ def test_final_failure_leaves_no_object(make_conn, emulator, s3_server, s3_bucke
 
 def test_existing_object_refused_before_any_request(hook, emulator, s3_server, s3_bucket) -> None:
     s3_server.client().put_object(Bucket=s3_bucket, Key="exports/video.mp4", Body=b"theirs")
-    project_id = _export(hook)
+    project_id = completed_export(hook)
     before = key_stats(emulator)["requests_by_route"]
     with pytest.raises(BabouInputError, match=r"already exists.*overwrite=True"):
         hook.download_export(project_id, _target(s3_bucket))
@@ -133,7 +123,7 @@ def test_existing_object_refused_before_any_request(hook, emulator, s3_server, s
 
 def test_object_appearing_meanwhile_is_not_overwritten(hook, emulator, s3_server, s3_bucket) -> None:
     emulator.configure(mp4_size=BIG)
-    project_id = _export(hook)
+    project_id = completed_export(hook)
     # The resumed request is held for 2 s: another writer creates the object while ours is open.
     emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=CUT)
     emulator.inject_fault("delay_after", method="GET", path="^/downloads/", seconds=2)
