@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import mimetypes
 import os
 import random
@@ -21,6 +22,8 @@ from typing import IO, Any
 
 from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.limits import MAX_UPLOAD_BYTES, SUPPORTED_CONTENT_TYPES
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 256 * 1024
 # A download to object storage buffers one part of this size before uploading it (s3fs's default is
@@ -272,7 +275,10 @@ class DownloadState:
     def discard(self) -> None:
         """Delete the temporary file, or cancel the remote object, after a failure."""
         if self.temp_path is None:
-            self._cancel()
+            try:
+                self._cancel()
+            except Exception as exc:  # the error that brought us here is the one to report
+                log.warning("Could not cancel the upload to %s: %s", self.remote, exc)
         else:
             self.file.close()
             self.temp_path.unlink(missing_ok=True)

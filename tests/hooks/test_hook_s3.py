@@ -169,3 +169,13 @@ def test_range_ignored_restarts_the_upload(mock_hook, s3_server, s3_bucket, loca
     assert _read(s3_server, s3_bucket) == payload
     assert local_disk.peak == 0
     assert _uploads(s3_server, s3_bucket) == []  # the first upload, a part in, was aborted
+
+
+def test_upload_failure_is_reported(hook, emulator, s3_server, s3_bucket) -> None:
+    # The bucket is gone: the first part's upload fails mid-download, with S3's own words.
+    emulator.configure(mp4_size=BIG)
+    project_id = completed_export(hook)
+    s3_server.client().delete_bucket(Bucket=s3_bucket)
+    with pytest.raises(FileNotFoundError, match="bucket does not exist"):
+        hook.download_export(project_id, _target(s3_bucket))
+    assert route_count(emulator, DOWNLOAD) == 1
