@@ -88,3 +88,26 @@ def test_download_to_object_storage_path(env: Env, tmp_path: Path) -> None:
         make_context()
     )
     assert (tmp_path / "video.mp4").stat().st_size == result["size"]
+
+
+def test_download_to_s3_feeds_the_asset_event(env: Env, s3_server, s3_bucket) -> None:
+    # A templated s3:// string naming the aws connection; streaming is tested in test_hook_s3.py.
+    project_id = env.completed_export()
+    video = Asset("babou://video")
+    destination = f"s3://babou_s3@{s3_bucket}/run-1/video.mp4"
+    op = BabouDownloadExportOperator(
+        task_id="d", project_id=project_id, destination=destination, outlets=[video]
+    )
+    context = make_context()
+    result = op.execute(context)
+    assert result["path"] == destination
+    data = s3_server.client().get_object(Bucket=s3_bucket, Key="run-1/video.mp4")["Body"].read()
+    assert data[4:8] == b"ftyp"
+    assert context["outlet_events"][video].extra == {
+        "project_id": project_id,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "path": destination,
+    }
+    with pytest.raises(BabouInputError, match="already exists"):
+        op.execute(make_context())
