@@ -7,6 +7,8 @@ from openlineage.client.generated.base import JobFacet, RunFacet
 
 from airflow_provider_babou import __version__
 
+#: The facets' ``_producer``: this provider at this version (not the OpenLineage provider).
+PRODUCER = f"https://github.com/airflow-provider-babou/airflow-provider-babou/tree/v{__version__}"
 #: Where the facets' JSON schema (``lineage_facets.json``, shipped in the package) is published.
 SCHEMA_URL = (
     "https://raw.githubusercontent.com/airflow-provider-babou/airflow-provider-babou/"

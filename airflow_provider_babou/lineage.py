@@ -53,7 +53,8 @@ def location_dataset(location: Any) -> tuple[str, str] | None:
     """
     protocol = getattr(location, "protocol", "")
     if protocol and protocol not in ("file", "local"):
-        return location.namespace, location.key  # s3://bucket + key, gs://bucket + key, ...
+        # s3://bucket + key, gs://bucket + key...; Airflow 3.1 keeps a conn_id in the bucket (conn@bucket).
+        return f"{protocol}://{location.bucket.rpartition('@')[2]}", location.key
     path = getattr(location, "path", location)
     if not isinstance(path, (str, os.PathLike)):
         return None
@@ -65,12 +66,14 @@ def operator_lineage(record: BabouLineage) -> OperatorLineage:
     from airflow.providers.common.compat.openlineage.facet import Dataset
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    from airflow_provider_babou._lineage_facets import BabouPromptsJobFacet, BabouRunFacet
+    from airflow_provider_babou._lineage_facets import PRODUCER, BabouPromptsJobFacet, BabouRunFacet
 
-    run_facets: dict[str, Any] = {"babou": BabouRunFacet(**record.ids)} if record.ids else {}
-    job_facets: dict[str, Any] = (
-        {"babouPrompts": BabouPromptsJobFacet(prompts=record.prompts)} if record.prompts else {}
-    )
+    run_facets: dict[str, Any] = {}
+    if record.ids:
+        run_facets["babou"] = BabouRunFacet(producer=PRODUCER, **record.ids)
+    job_facets: dict[str, Any] = {}
+    if record.prompts:
+        job_facets["babouPrompts"] = BabouPromptsJobFacet(producer=PRODUCER, prompts=record.prompts)
     return OperatorLineage(
         inputs=[Dataset(namespace=d[0], name=d[1]) for d in record.inputs if d],
         outputs=[Dataset(namespace=d[0], name=d[1]) for d in record.outputs if d],

@@ -8,6 +8,8 @@ OpenLineage's naming (``file`` + absolute path, ``babou://host:port`` + object p
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,7 +53,7 @@ def _run_facet(lineage: OperatorLineage) -> dict[str, Any]:
     """The ``babou`` run facet as OpenLineage serialises it, checked against the shipped schema."""
     facet = Serde.to_dict(lineage.run_facets["babou"])
     assert facet["_schemaURL"].endswith("lineage_facets.json#/$defs/BabouRunFacet")
-    assert facet["_producer"]
+    assert facet["_producer"].endswith(f"/tree/v{airflow_provider_babou.__version__}")
     fields = SCHEMA["$defs"]["BabouRunFacet"]["allOf"][1]["properties"]
     assert set(facet) - {"_producer", "_schemaURL"} <= set(fields)
     return {k: v for k, v in facet.items() if not k.startswith("_")}
@@ -188,3 +190,16 @@ def test_object_storage_and_relative_paths_follow_openlineage_naming(
     )
     with open(__file__, "rb") as handle:
         assert location_dataset(handle) is None  # a file object has no name to report
+
+
+def test_operators_do_not_import_openlineage() -> None:
+    # The provider must work without the OpenLineage provider: nothing imports it before it asks
+    # (Airflow's providers manager reads every provider's get_provider_info, which is not ours).
+    code = """
+import sys
+import airflow_provider_babou.operators.babou
+ours = ("openlineage.extractors", "compat.openlineage.facet", "_lineage_facets")
+print([m for m in sys.modules if m.split(".")[0] == "openlineage" or m.endswith(ours)])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
