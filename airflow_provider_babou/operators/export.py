@@ -146,6 +146,8 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the export trigger fired: return the export, or raise its failure."""
+        export = Export.model_validate(raise_for_event(event))
         # A new process: the export id the first part pushed is in XCom only.
-        self._record_lineage(context["ti"].xcom_pull(task_ids=self.task_id, key="export_id"))
-        return self._result(context, Export.model_validate(raise_for_event(event)))
+        ti = context["ti"]
+        self._record_lineage(ti.xcom_pull(task_ids=ti.task_id, key="export_id"))
+        return self._result(context, export)

@@ -100,7 +100,7 @@ def test_prompt_deferred_carries_its_text_and_ids(env: Env) -> None:
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_export_reports_project_in_and_video_out(env: Env, deferrable: bool) -> None:
     project_id, _ = env.project_with_prompt()
-    ti = FakeTI(task_id="e")
+    ti = FakeTI()
     op = BabouStartExportOperator(task_id="e", project_id=project_id, deferrable=deferrable, **FAST)
     context = make_context(ti)
     if deferrable:
