@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from airflow_provider_babou.emulator import EmulatorControl
@@ -20,3 +23,14 @@ def key_stats(emulator: EmulatorControl, key: str = ALICE) -> dict[str, Any]:
 def route_count(emulator: EmulatorControl, route: str, key: str = ALICE) -> int:
     """How many requests reached ``route`` (e.g. ``POST /api/v1/projects``)."""
     return int(key_stats(emulator, key).get("requests_by_route", {}).get(route, 0))
+
+
+def run_python(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> str:
+    """Run ``python <args>`` in a fresh interpreter; assert it succeeded and return its stdout."""
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import av
 import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl
+from tests.helpers import run_python
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +61,7 @@ def test_plugin_imports_nothing_heavy() -> None:
         "import sys, airflow_provider_babou.pytest_plugin\n"
         "print([m for m in sys.modules if m.split('.')[0] in ('airflow', 'fastapi', 'httpx', 'uvicorn')])"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert run_python("-c", code).strip() == "[]"
 
 
 USER_TESTS = """
@@ -94,15 +92,7 @@ def test_fixture_in_a_project_of_its_own(tmp_path: Path) -> None:
     """A fresh project (no conftest of ours) gets the fixtures from the entry point alone."""
     (tmp_path / "test_user.py").write_text(textwrap.dedent(USER_TESTS))
     env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_CONN_BABOU_DEFAULT"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "3 passed" in done.stdout
+    out = run_python("-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py", cwd=tmp_path, env=env)
+    assert "3 passed" in out
     with pytest.raises(ProcessLookupError):  # the session's emulator was stopped by its PID
         os.kill(int((tmp_path / "pid").read_text()), 0)

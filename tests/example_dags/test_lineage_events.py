@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -20,6 +18,7 @@ from urllib.parse import urlsplit
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.hooks.babou import BabouHook
 from tests.conftest import REPO
+from tests.helpers import run_python
 
 _RUN_DAG = """
 import sys
@@ -40,15 +39,7 @@ def _run_with_openlineage(dag_id: str, events: Path, output_dir: Path) -> list[d
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "babou-tests",
         "BABOU_OUTPUT_DIR": str(output_dir),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _RUN_DAG, str(REPO / "example_dags"), dag_id],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    run_python("-c", _RUN_DAG, str(REPO / "example_dags"), dag_id, cwd=REPO, env=env, timeout=300)
     return [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
 
 

@@ -8,8 +8,6 @@ OpenLineage's naming (``file`` + absolute path, ``babou://host:port`` + object p
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +28,7 @@ from airflow_provider_babou.operators.babou import (
     BabouSubmitPromptOperator,
     BabouUploadAssetOperator,
 )
+from tests.helpers import run_python
 from tests.operators.conftest import FAST, PNG, Env, FakeTI, deferred, drive, make_context
 
 SCHEMA = json.loads((Path(airflow_provider_babou.__file__).parent / "lineage_facets.json").read_text())
@@ -201,5 +200,4 @@ import airflow_provider_babou.operators.babou
 ours = ("openlineage.extractors", "compat.openlineage.facet", "_lineage_facets")
 print([m for m in sys.modules if m.split(".")[0] == "openlineage" or m.endswith(ours)])
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]", done.stdout
+    assert run_python("-c", code).strip() == "[]"
