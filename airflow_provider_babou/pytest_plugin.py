@@ -36,6 +36,7 @@ A user's test of a DAG that renders a video (``dag.test()`` needs Airflow's meta
     def test_weekly_video_when_the_render_fails(babou_emulator, babou_emulator_key, tmp_path: Path):
         babou_emulator.fail_next(babou_emulator_key, "export", message="Renderer crashed")
 
+        # A DAG without retries fails; with retries, the retry renders again and succeeds.
         assert dag.test(run_conf={"output_dir": str(tmp_path)}).state == "failed"
 """
 
