@@ -136,7 +136,7 @@ def _number(extras: dict[str, Any], name: str, override: Any, default: float | N
 def resolve_config(
     conn: Any,
     *,
-    conn_id: str,
+    conn_id: str | None,
     timeout: float | None,
     max_retries: int | None,
     max_backoff: float | None,
@@ -146,6 +146,7 @@ def resolve_config(
     """Build a :class:`ClientConfig` from an Airflow connection; hook arguments override extras.
 
     The key is the connection's password; only when it has none is ``BABOU_API_KEY`` read.
+    ``conn_id`` is named in the errors, unless it is ``None``.
     """
     extras = dict(getattr(conn, "extra_dejson", None) or {})
     key = (conn.password or "").strip() or os.environ.get(API_KEY_ENV, "").strip()
@@ -194,15 +195,18 @@ def _missing(conn_id: str) -> BabouInputError:
     )
 
 
-def resolve(hook: Any, lookup: Callable[[Any, str], Any]) -> ClientConfig:
-    """Look up ``hook.babou_conn_id`` with ``lookup(hook, conn_id)`` and resolve it (key masked first)."""
+def resolve(hook: Any, lookup: Callable[[Any, str], Any], *, name_conn: bool = True) -> ClientConfig:
+    """Look up ``hook.babou_conn_id`` with ``lookup(hook, conn_id)`` and resolve it (key masked first).
+
+    :param name_conn: name the connection id in the errors about its content.
+    """
     try:
         conn = lookup(hook, hook.babou_conn_id)
     except AirflowNotFoundException:
         raise _missing(hook.babou_conn_id) from None
     if conn.password:
         mask_secret(conn.password)  # before anything can fail, so even a malformed key is masked
-    config = resolve_config(conn, conn_id=hook.babou_conn_id, **hook._overrides)
+    config = resolve_config(conn, conn_id=hook.babou_conn_id if name_conn else None, **hook._overrides)
     mask_secret(config.api_key)
     return config
 
