@@ -72,8 +72,8 @@ def build_base_url(host: str | None, port: int | None, schema: str | None) -> st
     """Turn a connection's host/port/schema into the API base URL, enforcing HTTPS off loopback.
 
     ``host`` may hold a full URL (``http://127.0.0.1:8711/api/v1``) or just a host name, with the
-    port and path in the URI-form ``port`` and ``schema`` fields. A bare host gets ``https``
-    (``http`` on loopback, where the emulator runs) and the path ``/api/v1``.
+    port and path in the URI-form ``port`` and ``schema`` fields (a port in ``host`` wins). A bare
+    host gets ``https`` (``http`` on loopback, where the emulator runs) and the path ``/api/v1``.
     """
     raw = (host or "").strip()
     if not raw:
@@ -96,7 +96,11 @@ def build_base_url(host: str | None, port: int | None, schema: str | None) -> st
             f"refusing plain http for {hostname}: the API key would travel unencrypted",
             hint="use an https:// Base URL (http is allowed only for 127.0.0.1, ::1 and localhost)",
         )
+    # The Base URL's own port wins over the Port field; the scheme's default port is left out,
+    # so "https://api.babou.ai" with Port 443 is still Babou's own API (dashboard link).
     port = url_port or port
+    if port == {"http": 80, "https": 443}[scheme]:
+        port = None
     if not path.strip("/") and schema and schema.strip("/"):
         path = "/" + schema.strip("/")
     if not path.strip("/"):

@@ -27,7 +27,6 @@ from airflow_provider_babou._compat import (
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
-    BabouInputError,
     BabouNotFoundError,
     BabouOutcomeUnknownError,
     BabouRateLimitError,

@@ -43,6 +43,12 @@ DOWNLOAD = "GET /downloads/{export_id}.mp4"
         ("api.example.com", 8443, "/v2", "https://api.example.com:8443/v2"),
         ("https://api.example.com", None, None, "https://api.example.com/api/v1"),
         ("http://[::1]:8711/api/v1", None, None, "http://[::1]:8711/api/v1"),
+        # The Port field (filled so that Airflow 3.3.2's Test button works) never changes the URL
+        # the Base URL spells out, and the scheme's default port is left out.
+        ("https://api.babou.ai/api/v1", 443, None, "https://api.babou.ai/api/v1"),
+        ("https://api.babou.ai:443/api/v1", None, None, "https://api.babou.ai/api/v1"),
+        ("http://127.0.0.1:8711/api/v1", 443, None, "http://127.0.0.1:8711/api/v1"),
+        ("127.0.0.1", 80, None, "http://127.0.0.1/api/v1"),
     ],
 )
 def test_base_url_forms(host, port, schema, expected) -> None:
@@ -116,8 +122,16 @@ def test_bad_key_format_rejected_before_any_request(make_conn, emulator: Emulato
             "Babou answered: Unauthorized - Invalid API key (HTTP 401). The key is unknown or revoked: "
             "check the connection's API Key.",
         ),
-        (None, "No Babou API key configured. Set the connection's password (API Key) or the "
-         "BABOU_API_KEY environment variable."),
+        (
+            None,
+            "No Babou API key configured. Set the connection's password (API Key) or the "
+            "BABOU_API_KEY environment variable.",
+        ),
+        (
+            "***",
+            "Airflow sent the masked key '***' instead of the key (Airflow 3.1's Test button does "
+            "this). Test from the command line: airflow connections test <connection id>.",
+        ),
     ],
 )
 def test_test_button_messages_say_each_thing_once(
