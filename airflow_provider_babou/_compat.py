@@ -98,12 +98,12 @@ async def aget_connection(hook: Any, conn_id: str) -> Any:
 # Airflow 3.1 leaves a deferred task's ``next_method``/``next_kwargs`` on the task instance when
 # the resumed method fails and the task goes up for retry (3.3 clears them with the new state):
 # the next try then skips ``execute`` and "resumes" with the *previous* try's event, so a failed
-# wait is re-raised on every try and a retry never starts over. The operators record which try
-# deferred (XCom: kept across a deferral, cleared before a fresh try) and a resume on another
-# try runs ``execute`` again instead.
+# wait is re-raised on every try and a retry never starts over. The operators put the number of
+# the try that deferred into the deferral's kwargs (which come back as ``next_kwargs``, not in
+# XCom where a user would see it) and a resume on another try runs ``execute`` again instead.
 
-#: XCom key of the try number that deferred (see :class:`RetryAwareResumeMixin`).
-DEFERRED_TRY_XCOM_KEY = "babou_deferred_try"
+#: Key, in a deferral's kwargs, of the try number that deferred (see :class:`RetryAwareResumeMixin`).
+DEFERRED_TRY_KWARG = "babou_deferred_try"
 
 
 def _try_number(context: Any) -> int | None:
@@ -112,37 +112,32 @@ def _try_number(context: Any) -> int | None:
 
 
 class RetryAwareResumeMixin:
-    """Operator/sensor mixin: call :meth:`record_deferring_try` before ``self.defer(...)``."""
+    """Operator/sensor mixin: defer with ``kwargs=self.deferral_kwargs(context, kwargs)``."""
 
-    def record_deferring_try(self, context: Any) -> None:
-        """Remember (in XCom) which try is deferring, for :meth:`resume_execution`."""
+    def deferral_kwargs(self, context: Any, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``kwargs`` for ``self.defer(...)``, plus the number of the try that defers."""
         number = _try_number(context)
-        if number is not None:
-            context["ti"].xcom_push(key=DEFERRED_TRY_XCOM_KEY, value=number)
-
-    def _resumes_an_earlier_try(self, context: Any) -> bool:
-        ti = context.get("ti")
-        number = _try_number(context)
-        if number is None or not hasattr(ti, "xcom_pull"):
-            return False
-        deferred_on = ti.xcom_pull(task_ids=ti.task_id, key=DEFERRED_TRY_XCOM_KEY)
-        return isinstance(deferred_on, int) and deferred_on != number
+        return {**(kwargs or {}), **({DEFERRED_TRY_KWARG: number} if number is not None else {})}
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
         """Resume from the trigger, or run ``execute`` when the event belongs to an earlier try."""
-        if self._resumes_an_earlier_try(context):
+        next_kwargs = dict(next_kwargs or {})
+        deferred_on = next_kwargs.pop(DEFERRED_TRY_KWARG, None)
+        number = _try_number(context)
+        if isinstance(deferred_on, int) and number is not None and deferred_on != number:
             self.log.warning(  # type: ignore[attr-defined]
-                "Try %s was asked to resume %s() of an earlier try's deferral (Airflow 3.1 keeps "
-                "it across retries); starting over with execute() instead",
-                _try_number(context),
+                "Try %s was asked to resume %s() of try %s's deferral (Airflow 3.1 keeps it across "
+                "retries); starting over with execute() instead",
+                number,
                 next_method,
+                deferred_on,
             )
             return self.execute(context)  # type: ignore[attr-defined]
         return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
 
 
 __all__ = [
-    "DEFERRED_TRY_XCOM_KEY",
+    "DEFERRED_TRY_KWARG",
     "HAS_RESUMABLE_JOB_MIXIN",
     "AirflowException",
     "AirflowFailException",

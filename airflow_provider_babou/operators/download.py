@@ -55,6 +55,5 @@ class BabouDownloadExportOperator(BabouBaseOperator):
         project_id = check_id("project", self.project_id)
         destination = checked_destination(self.destination, overwrite=self.overwrite)
         with self.session() as hook:
-            self.push(context, project_id=project_id)
             self.persist_project_link(context, hook, project_id)
             return download(self, context, hook, project_id, destination, overwrite=self.overwrite)

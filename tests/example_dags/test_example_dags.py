@@ -77,6 +77,24 @@ def _assert_playable(path: Path) -> None:
         assert {s.type for s in container.streams} >= {"video"}
 
 
+def _xcom_keys(dag_run: Any) -> dict[str, set[str]]:
+    """The XCom keys of each task of ``dag_run``, as the XCom tab lists them."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    keys: dict[str, set[str]] = {}
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.task_id, XComModel.key).where(
+                XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id
+            )
+        )
+        for task_id, key in rows:
+            keys.setdefault(task_id, set()).add(key)
+    return keys
+
+
 def _load(dagbag: Any, dag_id: str) -> Any:
     dag = dagbag.get_dag(dag_id)
     assert dag is not None, f"{dag_id} not found in example_dags/"
@@ -98,6 +116,20 @@ def test_video_pipeline_downloads_one_playable_mp4(
     _assert_playable(babou_env / "video.mp4")
     once = {"projects_created": 1, "chapters_created": 3, "prompts_submitted": 3, "exports_started": 1}
     assert _created(emulator) == {**once, "assets_uploaded": 0}
+    # Each fact is pushed once, by the task that made it; no bookkeeping in the XCom tab. The
+    # link keys are where Airflow keeps each task's extra link ("Babou project", "Babou video").
+    links = {"babou_project_url"}
+    keys = _xcom_keys(dag_run)
+    assert keys == {
+        "create_project": {"return_value", "project_id", *links},
+        **{
+            f"create_chapter_{c}": {"return_value", "chapter_id", *links}
+            for c in ("intro", "features", "outro")
+        },
+        **{f"prompt_{c}": {"return_value", "prompt_id", *links} for c in ("intro", "features", "outro")},
+        "start_export": {"return_value", "export_id", "babou_video_url", *links},
+        "download_video": {"return_value", "babou_video_url", *links},
+    }
 
     # Clearing the whole run re-runs every task with XCom cleared: what was built is found again
     # (project by run marker, chapters by name, prompts by content); the export task renders
