@@ -133,12 +133,8 @@ class BabouWaitingOperator(BabouBaseOperator):
                 "max_poll_interval": policy.max_interval,
             }
             trigger = TRIGGERS[type(target)](babou_conn_id=self.babou_conn_id, **poll)
+            self.record_deferring_try(context)
             # The deadline lives in the trigger as wall-clock time (timeout=None): a framework
             # timeout would skip the resume method and lose the "what was pending" message.
-            self.defer(
-                trigger=trigger,
-                method_name=method_name,
-                kwargs=self.deferral_kwargs(context, kwargs),
-                timeout=None,
-            )
+            self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=None)
         return hook.wait(target, poll=self.poll_policy(), timeout=remaining)

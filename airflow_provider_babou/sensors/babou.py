@@ -118,6 +118,7 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
             outcome = self.poke(context)
             if isinstance(outcome, PokeReturnValue):
                 return outcome.xcom_value
+            self.record_deferring_try(context)
             kwargs: dict[str, Any] = {
                 **self.target.ids(),
                 "end_time": time.time() + self.timeout,
@@ -128,12 +129,7 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
             trigger = self.trigger_class(babou_conn_id=self.babou_conn_id, **kwargs)
             # The deadline lives in the trigger as wall-clock time: a framework timeout would
             # skip execute_complete and lose the "what was pending" message.
-            self.defer(
-                trigger=trigger,
-                method_name="execute_complete",
-                kwargs=self.deferral_kwargs(context),
-                timeout=None,
-            )
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=None)
         finally:
             self._close_hook()
 

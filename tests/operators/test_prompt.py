@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_babou._compat import DEFERRED_TRY_KWARG
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouInputError,
@@ -93,7 +92,7 @@ class TestSubmitPrompt:
         trigger = deferral.trigger
         assert isinstance(trigger, BabouPromptTrigger)
         assert deferral.method_name == "execute_complete"
-        assert deferral.kwargs == {"reused": False, DEFERRED_TRY_KWARG: 1}
+        assert deferral.kwargs == {"reused": False}
         assert trigger.prompt_id == context["ti"].xcoms["prompt_id"]
         assert trigger.chapter_id == chapter_id
         assert trigger.project_id == project_id

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_babou._compat import DEFERRED_TRY_KWARG, TaskDeferred
+from airflow_provider_babou._compat import TaskDeferred
 from airflow_provider_babou.exceptions import (
     BabouError,
     BabouInputError,
@@ -98,7 +98,7 @@ class TestGenerateVideo:
         assert isinstance(deferral.trigger, BabouPromptTrigger)
         assert deferral.method_name == "resume_prompts"
         # New contract: the resume kwargs carry a VideoProgress dump under "progress" (was "state").
-        assert set(deferral.kwargs) == {"progress", DEFERRED_TRY_KWARG}
+        assert set(deferral.kwargs) == {"progress"}
         progress = VideoProgress.model_validate(deferral.kwargs["progress"])
         assert progress.project_id == context["ti"].xcoms["project_id"]
         assert [c.name for c in progress.chapters] == ["Intro", "Outro"]
