@@ -18,6 +18,7 @@ from airflow import __version__ as airflow_version
 from packaging.version import Version
 
 from airflow_provider_babou.emulator import EmulatorControl
+from airflow_provider_babou.get_provider_info import get_provider_info
 from tests.keys import ALICE
 
 MERGES_MASKED_PASSWORD = Version(airflow_version) >= Version("3.3")  # 3.1 tests the "***" itself
@@ -111,14 +112,8 @@ def test_connection_form_prefills_nothing_and_shows_every_extra(api: Any) -> Non
         assert (meta["extra_fields"], meta["standard_fields"]) == (None, None)
         return
     extras = meta["extra_fields"]
-    assert set(extras) == {
-        "timeout",
-        "retry_deadline",
-        "max_backoff",
-        "max_retries",
-        "rate_limit",
-        "dashboard_url_template",
-    }
+    (declared,) = get_provider_info()["connection-types"]
+    assert set(extras) == set(declared["conn-fields"])  # all of them (retry_deadline too)
     # A value here would be pre-filled and saved into every connection, freezing the hook's defaults.
     assert {name: field["value"] for name, field in extras.items()} == dict.fromkeys(extras)
     assert all(field["description"] for field in extras.values())
