@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from airflow_provider_babou._compat import AirflowException, AirflowFailException
 
 
@@ -56,6 +58,25 @@ class BabouError(AirflowException):
 
     def __str__(self) -> str:
         return self._render()
+
+    def sentence(self) -> str:
+        """The error as one plain sentence for a person (the connection Test button's message).
+
+        Unlike ``str()`` it leaves out the request line, and the code unless Babou sent one that says
+        more than the HTTP reason (``401 UNAUTHORIZED``); it ends with the hint as advice.
+        """
+        status = ""
+        if self.http_status is not None:
+            status = f"HTTP {self.http_status}"
+            reason = httpx.codes.get_reason_phrase(self.http_status).upper().replace(" ", "_")
+            if self.code and self.code != reason:
+                status += f" {self.code}"
+        text = self.message[:1].upper() + self.message[1:]
+        if status:
+            text += f" ({status})"
+        if self.hint:
+            text += f". {self.hint[:1].upper()}{self.hint[1:]}"
+        return text if text.endswith(".") else text + "."
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only fields must survive pickling (executors and the triggerer pickle errors).

@@ -8,6 +8,7 @@ from airflow_provider_babou import __version__
 
 DEFAULT_BASE_URL = "https://api.babou.ai/api/v1"
 DEFAULT_DASHBOARD_URL_TEMPLATE = "https://app.babou.ai/projects/{project_id}"
+TEST_BUTTON_PORT_HINT = "443: optional, lets Airflow 3.3.2's Test button work"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -15,8 +16,10 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-babou",
         "name": "Babou",
-        "description": "`Babou <https://babou.ai>`__ text-to-video API: projects, chapters, prompts, "
-        "exports and assets, with deferrable sensors and a local emulator.",
+        # Plain text: Airflow strips RST characters (` _ < >) and its UI drops the space after an
+        # inline URL; the docs link comes from pyproject's [project.urls] Documentation.
+        "description": "Babou text-to-video API: projects, chapters, prompts, exports and assets, "
+        "with deferrable operators and sensors, and a local emulator of the API.",
         "versions": [__version__],
         "integrations": [
             {
@@ -82,12 +85,17 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["string", "null"]},
                     },
                 },
+                # Port stays visible: Airflow 3.3.2's Test button (in the connection list) sends
+                # port 0 for a connection stored without one, which the server takes for another
+                # endpoint and refuses ("Bad Request"). A stored port (443) lets the button work;
+                # the hook ignores a port the Base URL already gives, and the scheme's default.
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "hidden-fields": ["schema", "login", "extra"],
                     "relabeling": {"password": "API Key", "host": "Base URL"},
                     "placeholders": {
                         "password": "sk-bab-...",
                         "host": DEFAULT_BASE_URL,
+                        "port": TEST_BUTTON_PORT_HINT,
                     },
                 },
             }

@@ -63,7 +63,15 @@ class BabouProjectLink(_BabouXComLink):
 
 
 class BabouVideoLink(_BabouXComLink):
-    """The exported MP4 (the export's ``download_url``, known once the export completes)."""
+    """The exported MP4: the export's ``download_url`` as Babou gave it when the task finished.
+
+    It opens the video in the browser right after the run, which is what the button is for. It
+    is not a permanent address: Babou's download URLs are signed and may expire (the emulator's
+    do after an hour), and Airflow stores a link when the task ends, never at the click. A
+    stable place would be Babou's dashboard ("Babou project"), which has no page per video, or
+    the task's ``destination``, a path on the worker or in object storage that a browser cannot
+    open; for an old run, use those or run the download task again.
+    """
 
     name = "Babou video"
     key = "babou_video_url"

@@ -157,6 +157,11 @@ def check_api_key(value: object, *, conn_id: str | None = None) -> str:
             "no Babou API key configured",
             hint="set the connection's password (API Key) or the BABOU_API_KEY environment variable",
         )
+    if value == "***":  # Airflow 3.1's Test button posts the masked password it lists, not the key
+        raise BabouInputError(
+            "Airflow sent the masked key '***' instead of the key (Airflow 3.1's Test button does this)",
+            hint="test from the command line: airflow connections test <connection id>",
+        )
     owner = f"of connection {conn_id!r} " if conn_id is not None else ""
     if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
         raise BabouInputError(

@@ -43,6 +43,7 @@ def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
 # [START howto_babou_assets]
 with DAG(
     dag_id="babou_assets",
+    doc_md=__doc__,  # the module docstring, shown on the DAG page
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,

@@ -29,6 +29,7 @@ BABOU_POOL = "babou_api"
 # [START howto_babou_personalized_videos]
 with DAG(
     dag_id="babou_personalized_videos",
+    doc_md=__doc__,  # the module docstring, shown on the DAG page
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,

@@ -17,6 +17,7 @@ PRODUCT_VIDEO = Asset("babou://videos/product-launch")
 # [START howto_babou_asset_consumer]
 with DAG(
     dag_id="babou_video_consumer",
+    doc_md=__doc__,  # the module docstring, shown on the DAG page
     schedule=[PRODUCT_VIDEO],
     start_date=datetime(2025, 1, 1),
     catchup=False,

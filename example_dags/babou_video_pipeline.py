@@ -32,6 +32,7 @@ CHAPTERS = {
 # [START howto_babou_video_pipeline]
 with DAG(
     dag_id="babou_video_pipeline",
+    doc_md=__doc__,  # the module docstring, shown on the DAG page
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,

@@ -28,6 +28,22 @@ def test_provider_info_names_the_distribution_and_its_version() -> None:
     assert conn["ui-field-behaviour"]["relabeling"] == {"password": "API Key", "host": "Base URL"}
 
 
+def test_form_fields_have_no_defaults_and_every_extra_is_in_the_form() -> None:
+    (conn,) = get_provider_info()["connection-types"]
+    fields = conn["conn-fields"]
+    # A default would be pre-filled and saved into every connection, freezing the hook's own rules.
+    assert [name for name, f in fields.items() if "default" in f or "default" in f["schema"]] == []
+    assert set(fields) == {
+        "timeout",
+        "retry_deadline",
+        "max_backoff",
+        "max_retries",
+        "rate_limit",
+        "dashboard_url_template",
+    }
+    assert all(f["label"] and f["description"] for f in fields.values())
+
+
 def test_every_class_the_metadata_names_imports() -> None:
     import importlib
 

@@ -72,8 +72,8 @@ def build_base_url(host: str | None, port: int | None, schema: str | None) -> st
     """Turn a connection's host/port/schema into the API base URL, enforcing HTTPS off loopback.
 
     ``host`` may hold a full URL (``http://127.0.0.1:8711/api/v1``) or just a host name, with the
-    port and path in the URI-form ``port`` and ``schema`` fields. A bare host gets ``https``
-    (``http`` on loopback, where the emulator runs) and the path ``/api/v1``.
+    port and path in the URI-form ``port`` and ``schema`` fields (a port in ``host`` wins). A bare
+    host gets ``https`` (``http`` on loopback, where the emulator runs) and the path ``/api/v1``.
     """
     raw = (host or "").strip()
     if not raw:
@@ -96,7 +96,11 @@ def build_base_url(host: str | None, port: int | None, schema: str | None) -> st
             f"refusing plain http for {hostname}: the API key would travel unencrypted",
             hint="use an https:// Base URL (http is allowed only for 127.0.0.1, ::1 and localhost)",
         )
+    # The Base URL's own port wins over the Port field; the scheme's default port is left out,
+    # so "https://api.babou.ai" with Port 443 is still Babou's own API (dashboard link).
     port = url_port or port
+    if port == {"http": 80, "https": 443}[scheme]:
+        port = None
     if not path.strip("/") and schema and schema.strip("/"):
         path = "/" + schema.strip("/")
     if not path.strip("/"):
@@ -136,7 +140,7 @@ def _number(extras: dict[str, Any], name: str, override: Any, default: float | N
 def resolve_config(
     conn: Any,
     *,
-    conn_id: str,
+    conn_id: str | None,
     timeout: float | None,
     max_retries: int | None,
     max_backoff: float | None,
@@ -146,6 +150,7 @@ def resolve_config(
     """Build a :class:`ClientConfig` from an Airflow connection; hook arguments override extras.
 
     The key is the connection's password; only when it has none is ``BABOU_API_KEY`` read.
+    ``conn_id`` is named in the errors, unless it is ``None``.
     """
     extras = dict(getattr(conn, "extra_dejson", None) or {})
     key = (conn.password or "").strip() or os.environ.get(API_KEY_ENV, "").strip()
@@ -194,15 +199,18 @@ def _missing(conn_id: str) -> BabouInputError:
     )
 
 
-def resolve(hook: Any, lookup: Callable[[Any, str], Any]) -> ClientConfig:
-    """Look up ``hook.babou_conn_id`` with ``lookup(hook, conn_id)`` and resolve it (key masked first)."""
+def resolve(hook: Any, lookup: Callable[[Any, str], Any], *, name_conn: bool = True) -> ClientConfig:
+    """Look up ``hook.babou_conn_id`` with ``lookup(hook, conn_id)`` and resolve it (key masked first).
+
+    :param name_conn: name the connection id in the errors about its content.
+    """
     try:
         conn = lookup(hook, hook.babou_conn_id)
     except AirflowNotFoundException:
         raise _missing(hook.babou_conn_id) from None
     if conn.password:
         mask_secret(conn.password)  # before anything can fail, so even a malformed key is masked
-    config = resolve_config(conn, conn_id=hook.babou_conn_id, **hook._overrides)
+    config = resolve_config(conn, conn_id=hook.babou_conn_id if name_conn else None, **hook._overrides)
     mask_secret(config.api_key)
     return config
 

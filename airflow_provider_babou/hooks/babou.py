@@ -27,7 +27,6 @@ from airflow_provider_babou._compat import (
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
-    BabouInputError,
     BabouNotFoundError,
     BabouOutcomeUnknownError,
     BabouRateLimitError,
@@ -574,17 +573,16 @@ class BabouHook(BaseHook):
         return await _async.get(self._shared, target, due=due, timeout=timeout, limit=limit)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Make one cheap authenticated GET (no retries) and say what is wrong, if anything."""
+        """One authenticated GET (no retries); the message names no connection id (the UI tests a
+        copy of the connection saved under a random id)."""
         try:
-            base_url = self.config.base_url
+            self._config = _config.resolve(self, get_connection, name_conn=False)
             self._request("GET", "/projects", params={"limit": 1}, retry=False)
-        except BabouInputError as exc:
-            return False, str(exc)
         except BabouTransportError as exc:
-            return False, f"cannot reach {self.config.base_url}: {exc.message} ({exc.hint})"
+            return False, f"Cannot reach {self.config.base_url}: {exc.sentence()}"
         except BabouError as exc:
-            return False, f"Babou answered with an error: {exc}"
-        return True, f"Connected to Babou at {base_url}"
+            return False, exc.sentence() if exc.http_status is None else f"Babou answered: {exc.sentence()}"
+        return True, f"Connected to Babou at {self.config.base_url}"
 
 
 def _error(state: tenacity.RetryCallState) -> BaseException | None:

@@ -27,7 +27,7 @@ class BabouCreateChapterOperator(BabouBaseOperator):
       Its duration is left as it is.
     * ``reuse="never"``: always create.
 
-    Pushes ``project_id`` and ``chapter_id``; returns the chapter as JSON plus the ids and ``reused``.
+    Pushes ``chapter_id``; returns the chapter as JSON plus ``project_id``, ``chapter_id`` and ``reused``.
 
     :param project_id: the project to add the chapter to.
     :param name: the chapter's name, 1-30 characters.
@@ -64,7 +64,7 @@ class BabouCreateChapterOperator(BabouBaseOperator):
             chapter, reused = ensure_chapter(hook, project_id, name=name, duration=duration, reuse=self.reuse)
             verb = "Reusing" if reused else "Created"
             self.log.info("%s chapter %s (%s) in project %s", verb, chapter.id, name, project_id)
-            self.push(context, project_id=project_id, chapter_id=chapter.id)
+            self.push(context, chapter_id=chapter.id)
             self.persist_project_link(context, hook, project_id)
             self.babou_lineage = BabouLineage(
                 ids={"project_id": project_id, "chapter_id": chapter.id},

@@ -57,7 +57,6 @@ class BabouDownloadExportOperator(BabouBaseOperator):
         project_id = check_id("project", self.project_id)
         destination = checked_destination(self.destination, overwrite=self.overwrite)
         with self.session() as hook:
-            self.push(context, project_id=project_id)
             self.persist_project_link(context, hook, project_id)
             self.babou_lineage = BabouLineage(
                 ids={"project_id": project_id},

@@ -34,11 +34,11 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
     * on older Airflow, or when the context has no task state store, a retry (``try_number > 1``)
       whose project's latest export completed returns that export instead of rendering again.
 
-    A failed export fails the task with Babou's ``error`` text. Pushes ``project_id`` (and
-    ``export_id`` when Babou reports one) before waiting; returns the export as JSON with
-    ``project_id``; stores the "Babou video" link once the export completed. OpenLineage:
-    ``projects/<id>`` of the Babou API in, ``projects/<id>/export`` (the video) out, ``project_id``
-    and ``export_id`` in the ``babou`` run facet.
+    A failed export fails the task with Babou's ``error`` text. Pushes ``export_id`` when Babou
+    reports one, before waiting; returns the export as JSON with ``project_id``; stores the
+    "Babou video" link (Babou's download URL, which may expire) once the export completed.
+    OpenLineage: ``projects/<id>`` of the Babou API in, ``projects/<id>/export`` (the video) out,
+    ``project_id`` and ``export_id`` in the ``babou`` run facet.
 
     :param project_id: the project to export.
     :param wait_for_completion: wait until the export completed (or failed).
@@ -71,7 +71,6 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
     def execute(self, context: Context) -> Any:
         project_id = check_id("project", self.project_id)
         with self.session() as hook:
-            self.push(context, project_id=project_id)
             self.persist_project_link(context, hook, project_id)
             BabouVideoLink.persist(context, None)  # set once the export completes
             if HAS_RESUMABLE_JOB_MIXIN and context.get("task_state_store") is not None:

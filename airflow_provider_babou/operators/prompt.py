@@ -25,8 +25,8 @@ class BabouSubmitPromptOperator(BabouWaitingOperator):
     again; if it failed, the prompt is submitted anew. A 409 (another prompt in flight on the
     chapter) fails with a hint to pass ``force=True``, which makes Babou cancel that prompt.
 
-    Pushes ``project_id``, ``chapter_id`` and ``prompt_id`` (before deferring) and returns them
-    with ``status``, Babou's ``result`` text, ``reused`` and, once waited, the ``chapter``.
+    Pushes ``prompt_id`` (before deferring) and returns it, ``project_id`` and ``chapter_id`` with
+    ``status``, Babou's ``result`` text, ``reused`` and, once waited, the ``chapter``.
     OpenLineage: the chapter out, the ids in the ``babou`` run facet, the text in ``babouPrompts``.
 
     :param project_id: the project holding the chapter.
@@ -74,7 +74,7 @@ class BabouSubmitPromptOperator(BabouWaitingOperator):
             target = PromptTarget(target.project_id, target.chapter_id, prompt_id)
             verb = "Attached to" if reused else "Submitted"
             self.log.info("%s prompt %s on chapter %s (%s)", verb, prompt_id, target.chapter_id, status.value)
-            self.push(context, **target.ids())
+            self.push(context, prompt_id=prompt_id)
             self.persist_project_link(context, hook, target.project_id)
             self._record_lineage(target, content)
             result = {

@@ -8,6 +8,7 @@ retry does: Airflow 3 clears XCom first) creates nothing new.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -17,6 +18,7 @@ from typing import Any
 import av
 import pytest
 
+from airflow_provider_babou._compat import DEFERRED_TRY_XCOM_KEY, RESUME_SURVIVES_RETRY
 from airflow_provider_babou.emulator import EmulatorControl
 from tests.conftest import REPO
 from tests.helpers import key_stats
@@ -33,6 +35,14 @@ def dagbag(airflow_db: None) -> Any:
     assert bag.import_errors == {}, bag.import_errors
     sync_for_dag_test(bag)  # Airflow 3.1's dag.test() needs the DAGs serialised in the DB
     return bag
+
+
+def test_every_example_dag_shows_its_module_docstring(dagbag: Any) -> None:
+    # The docstring says what the example shows; the DAG page renders doc_md.
+    for dag_id, dag in dagbag.dags.items():
+        docstring = ast.get_docstring(ast.parse(Path(dag.fileloc).read_text()), clean=False)
+        assert docstring, dag_id
+        assert dag.doc_md == docstring, dag_id
 
 
 @pytest.fixture
@@ -68,6 +78,24 @@ def _assert_playable(path: Path) -> None:
         assert {s.type for s in container.streams} >= {"video"}
 
 
+def _xcom_keys(dag_run: Any) -> dict[str, set[str]]:
+    """The XCom keys of each task of ``dag_run``, as the XCom tab lists them."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    keys: dict[str, set[str]] = {}
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.task_id, XComModel.key).where(
+                XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id
+            )
+        )
+        for task_id, key in rows:
+            keys.setdefault(task_id, set()).add(key)
+    return keys
+
+
 def _load(dagbag: Any, dag_id: str) -> Any:
     dag = dagbag.get_dag(dag_id)
     assert dag is not None, f"{dag_id} not found in example_dags/"
@@ -89,6 +117,20 @@ def test_video_pipeline_downloads_one_playable_mp4(
     _assert_playable(babou_env / "video.mp4")
     once = {"projects_created": 1, "chapters_created": 3, "prompts_submitted": 3, "exports_started": 1}
     assert _created(emulator) == {**once, "assets_uploaded": 0}
+    # Each fact is pushed once, by the task that made it; no bookkeeping in the XCom tab. The
+    # link keys are where Airflow keeps each task's extra link ("Babou project", "Babou video").
+    # Airflow before 3.3 needs the deferring try recorded (see _compat.RetryAwareResumeMixin).
+    links = {"babou_project_url"}
+    deferred = {DEFERRED_TRY_XCOM_KEY} if RESUME_SURVIVES_RETRY else set()
+    keys = _xcom_keys(dag_run)
+    chapters = ("intro", "features", "outro")
+    assert keys == {
+        "create_project": {"return_value", "project_id", *links},
+        **{f"create_chapter_{c}": {"return_value", "chapter_id", *links} for c in chapters},
+        **{f"prompt_{c}": {"return_value", "prompt_id", *links, *deferred} for c in chapters},
+        "start_export": {"return_value", "export_id", "babou_video_url", *links, *deferred},
+        "download_video": {"return_value", "babou_video_url", *links},
+    }
 
     # Clearing the whole run re-runs every task with XCom cleared: what was built is found again
     # (project by run marker, chapters by name, prompts by content); the export task renders

@@ -158,7 +158,7 @@ def test_transport_error_and_unreachable(make_conn: Callable[..., str]) -> None:
     assert info.value.method == "GET"
     ok, message = hook.test_connection()
     assert not ok
-    assert "cannot reach http://127.0.0.1:9/api/v1" in message
+    assert message.startswith("Cannot reach http://127.0.0.1:9/api/v1: ConnectError")
 
 
 # --------------------------------------------------------------------------- retries

@@ -41,6 +41,12 @@ DOWNLOAD = "GET /downloads/{export_id}.mp4"
         ("api.example.com", 8443, "/v2", "https://api.example.com:8443/v2"),
         ("https://api.example.com", None, None, "https://api.example.com/api/v1"),
         ("http://[::1]:8711/api/v1", None, None, "http://[::1]:8711/api/v1"),
+        # The Port field (filled so that Airflow 3.3.2's Test button works) never changes the URL
+        # the Base URL spells out, and the scheme's default port is left out.
+        ("https://api.babou.ai/api/v1", 443, None, "https://api.babou.ai/api/v1"),
+        ("https://api.babou.ai:443/api/v1", None, None, "https://api.babou.ai/api/v1"),
+        ("http://127.0.0.1:8711/api/v1", 443, None, "http://127.0.0.1:8711/api/v1"),
+        ("127.0.0.1", 80, None, "http://127.0.0.1/api/v1"),
     ],
 )
 def test_base_url_forms(host, port, schema, expected) -> None:
@@ -99,6 +105,49 @@ def test_bad_key_format_rejected_before_any_request(make_conn, emulator: Emulato
     assert "sk-bab-" in message
     assert "not-a-babou-key-123" not in message
     assert emulator.stats()["total"]["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (
+            "not-a-babou-key-123",
+            "The Babou API key is malformed: Babou keys start with 'sk-bab-'. Copy the key again from "
+            "the Babou dashboard (Settings -> API Keys); keys look like sk-bab-...",
+        ),
+        (
+            "sk-bab-unknown",
+            "Babou answered: Unauthorized - Invalid API key (HTTP 401). The key is unknown or revoked: "
+            "check the connection's API Key.",
+        ),
+        (
+            None,
+            "No Babou API key configured. Set the connection's password (API Key) or the "
+            "BABOU_API_KEY environment variable.",
+        ),
+        (
+            "***",
+            "Airflow sent the masked key '***' instead of the key (Airflow 3.1's Test button does "
+            "this). Test from the command line: airflow connections test <connection id>.",
+        ),
+    ],
+)
+def test_test_button_messages_say_each_thing_once(
+    make_conn, emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch, key: str | None, expected: str
+) -> None:
+    # Airflow's UI tests a copy of the connection saved under a random id: the message must not
+    # name that id (the user never saw it), nor repeat "Babou ..." or the HTTP reason.
+    monkeypatch.delenv("BABOU_API_KEY", raising=False)
+    hook = BabouHook(make_conn("x7f3kq2a", key=key))
+    assert hook.test_connection() == (False, expected)
+
+
+def test_test_button_names_a_code_that_says_more_than_the_status(make_conn, emulator) -> None:
+    ok, message = BabouHook(make_conn("x7f3kq2a", key=EXPIRED)).test_connection()
+    assert not ok
+    assert message.startswith("Babou answered: ")
+    assert "(HTTP 401 API_KEY_EXPIRED)" in message
+    assert "x7f3kq2a" not in message
 
 
 def test_missing_connection(emulator) -> None:

@@ -82,6 +82,15 @@ def deferred(op: Any, context: Any, method: str = "execute", *args: Any, **kwarg
     return info.value
 
 
+def resume(op: Any, context: Any, deferral: Any, event: Any, *, keep_kwargs: bool = True) -> Any:
+    """Resume ``op`` after ``deferral``'s trigger fired ``event``, as Airflow's task runner does.
+
+    ``keep_kwargs=False`` resumes as ``dag.test()`` does: with the event only.
+    """
+    kwargs = (deferral.kwargs or {}) if keep_kwargs else {}
+    return op.resume_execution(deferral.method_name, {**kwargs, "event": event}, context)
+
+
 def bad_destinations(tmp_path: Path) -> dict[str, tuple[Any, str]]:
     """Destinations no video can be written to, each with the words its error must contain.
 

@@ -15,7 +15,7 @@ from airflow_provider_babou.exceptions import (
 )
 from airflow_provider_babou.operators.babou import BabouSubmitPromptOperator
 from airflow_provider_babou.triggers.babou import BabouPromptTrigger
-from tests.operators.conftest import FAST, Env, FakeTI, deferred, drive, make_context
+from tests.operators.conftest import FAST, Env, FakeTI, deferred, drive, make_context, resume
 
 
 def _waiting_submit(
@@ -43,7 +43,7 @@ class TestSubmitPrompt:
         assert first["status"] == "processing"
         assert first["reused"] is False
         assert context["ti"].xcoms["prompt_id"] == first["prompt_id"]
-        assert context["ti"].xcoms["chapter_id"] == chapter_id
+        assert set(context["ti"].xcoms) == {"prompt_id", "babou_project_url"}
         second = op.execute(make_context(FakeTI(try_number=2)))
         assert second["prompt_id"] == first["prompt_id"]
         assert second["reused"] is True
@@ -105,7 +105,7 @@ class TestSubmitPrompt:
         assert event["object"]["id"] == trigger.prompt_id
         assert event["object"]["status"] == "completed"
         assert "content" not in event["object"]
-        result = op.execute_complete(context, event, **deferral.kwargs)
+        result = resume(op, context, deferral, event)
         assert result["status"] == "completed"
         assert result["prompt_id"] == trigger.prompt_id
         assert result["result"]

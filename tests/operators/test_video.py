@@ -28,6 +28,7 @@ from tests.operators.conftest import (
     deferred,
     drive,
     make_context,
+    resume,
 )
 
 CHAPTERS = [
@@ -54,10 +55,8 @@ def _generate(tmp_path: Path, **kwargs: Any) -> BabouGenerateVideoOperator:
 def _finish(op: BabouGenerateVideoOperator, context: Any, deferral: Any, *, keep_kwargs: bool = True) -> Any:
     """Drive each trigger and resume, as the triggerer would, until the task returns."""
     for _ in range(6):
-        event = drive(deferral.trigger)
-        kwargs = deferral.kwargs if keep_kwargs else {}
         try:
-            return getattr(op, deferral.method_name)(context, event, **kwargs)
+            return resume(op, context, deferral, drive(deferral.trigger), keep_kwargs=keep_kwargs)
         except TaskDeferred as nxt:
             deferral = nxt
         assert deferral.timeout is None
@@ -107,10 +106,8 @@ class TestGenerateVideo:
         assert context["ti"].xcoms["prompt_ids"]["Intro"] == deferral.trigger.prompt_id
         stages = [deferral.method_name]
         for _ in range(6):
-            event = drive(deferral.trigger)
-            kwargs = deferral.kwargs if keep_kwargs else {}
             try:
-                result = getattr(op, deferral.method_name)(context, event, **kwargs)
+                result = resume(op, context, deferral, drive(deferral.trigger), keep_kwargs=keep_kwargs)
                 break
             except TaskDeferred as nxt:
                 deferral = nxt
@@ -314,7 +311,9 @@ class TestExportReuse:
         context = make_context()
         deferral = deferred(op, context)
         while deferral.method_name != "resume_export":  # the prompts complete, the export starts
-            deferral = deferred(op, context, deferral.method_name, drive(deferral.trigger), **deferral.kwargs)
+            with pytest.raises(TaskDeferred) as nxt:
+                resume(op, context, deferral, drive(deferral.trigger))
+            deferral = nxt.value
         assert env.counts()["exports_started"] == 1
         again = deferred(op, make_context(FakeTI(try_number=try_number)))
         assert again.method_name == "resume_export"

@@ -23,7 +23,7 @@ from airflow_provider_babou.operators.babou import (
 )
 from airflow_provider_babou.operators.video import VideoProgress
 from airflow_provider_babou.triggers.babou import BabouEventError
-from tests.operators.conftest import FAST, Env, deferred, drive, make_context
+from tests.operators.conftest import FAST, Env, deferred, drive, make_context, resume
 
 TRIGGER_LOG = "airflow_provider_babou.triggers.babou"
 
@@ -164,7 +164,7 @@ def test_resume_after_success_logs_one_readable_line(env: Env, caplog: pytest.Lo
         deferral = deferred(op, context)
         event = drive(deferral.trigger)
         caplog.clear()  # the trigger's own records are not the resume's
-        op.execute_complete(context, event, **(deferral.kwargs or {}))
+        resume(op, context, deferral, event)
         [line] = _resume_lines(caplog)
         assert "\n" not in line
         assert "SUCCESS" in line
