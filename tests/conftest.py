@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFL
 os.environ.pop("BABOU_API_KEY", None)
 
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess  # noqa: E402
+from tests.s3 import MotoServer  # noqa: E402
 
 EMULATOR_ARGS = [
     *("--api-key", ALICE, "--api-key", BOB, "--expired-key", EXPIRED),
@@ -86,6 +88,22 @@ def make_conn(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> Cal
 def babou_conn(make_conn: Callable[..., str]) -> str:
     """``babou_default`` pointed at the reset emulator as ALICE (with a dashboard template); its id."""
     return make_conn(dashboard_url_template="https://app.babou.test/projects/{project_id}")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    """One moto S3 server on a free 127.0.0.1 port, stopped by PID at the end of the session."""
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new empty bucket on the S3 server, reached through the ``aws`` connection ``babou_s3``."""
+    monkeypatch.setenv("AIRFLOW_CONN_BABOU_S3", json.dumps(s3_server.connection()))
+    name = f"videos-{secrets.token_hex(4)}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -163,16 +163,20 @@ def start_or_attach_export(hook: BabouHook, project_id: str, *, reuse_completed:
     return "started"
 
 
-def as_location(value: Any) -> Any:
-    """Turn a templated ``scheme://...`` string into an :class:`ObjectStoragePath`; keep anything else."""
+def as_location(value: Any, conn_id: str | None = None) -> Any:
+    """Turn a templated ``scheme://...`` string into an :class:`ObjectStoragePath`; keep anything else.
+
+    :param conn_id: the connection of that storage; without it, the URL's own
+        (``s3://conn_id@bucket/key``) or the scheme's default connection (``aws_default``).
+    """
     if isinstance(value, str) and "://" in value:
-        return ObjectStoragePath(value)
+        return ObjectStoragePath(value, conn_id=conn_id or None)
     return value
 
 
-def checked_destination(destination: Any, *, overwrite: bool) -> Any:
+def checked_destination(destination: Any, *, overwrite: bool, conn_id: str | None = None) -> Any:
     """Check a destination before any remote work; missing parent directories are allowed (created later)."""
-    destination = as_location(destination)
+    destination = as_location(destination, conn_id)
     check_destination(destination, overwrite=overwrite, create_parents=True)
     return destination
 
