@@ -34,13 +34,8 @@ import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess
 from tests.conftest import REPO
-from tests.deployment.harness import (
-    Deployment,
-    PostgresCluster,
-    key_leaks,
-    postgres_cluster,
-    running_deployment,
-)
+from tests.deployment.harness import Deployment, key_leaks, running_deployment
+from tests.deployment.services import PostgresCluster, postgres_cluster
 from tests.keys import ALICE
 
 pytestmark = pytest.mark.deployment
