@@ -9,6 +9,7 @@ or dropped (the Postgres cluster) by the context managers, even when a test fail
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
@@ -21,8 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
+import av
 import httpx
 import psutil
 
@@ -114,6 +116,32 @@ def key_leaks(folders: Iterable[Path], key: str) -> list[str]:
         for path in folder.rglob("*")
         if path.is_file() and needle in path.read_bytes()
     ]
+
+
+# -- what the example DAGs read and write -----------------------------------------------------------
+
+
+def write_recipients(path: Path, prefix: str, rows: int) -> list[str]:
+    """Write the CSV ``babou_personalized_videos`` reads: ``rows`` customers ``<prefix>-NN``; their ids."""
+    ids = [f"{prefix}-{i:02d}" for i in range(1, rows + 1)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer_id", "first_name", "plan", "renewal_date"])
+        for i, customer in enumerate(ids):
+            writer.writerow([customer, f"Name{i}", "Pro", f"2026-12-{i % 28 + 1:02d}"])
+    return ids
+
+
+def unplayable(video: str | IO[bytes], name: str) -> str | None:
+    """None when PyAV opens ``video`` (a path or bytes) as an MP4 and decodes a video frame from
+    it, else why not."""
+    try:
+        with av.open(video) as container:
+            next(container.decode(video=0))
+    except Exception as exc:  # any failure to decode is the finding
+        return f"{name}: not a playable MP4 ({type(exc).__name__}: {exc})"
+    return None
 
 
 # -- the deployment --------------------------------------------------------------------------------
