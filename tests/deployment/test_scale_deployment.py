@@ -10,11 +10,11 @@ reach the test through S3). Every component is a separate process, stopped by pr
 ``babou_video_pipeline`` and ``babou_personalized_videos`` (mapped over ``ROWS`` CSV rows, pool
 ``babou_api`` counting deferred tasks) run at once, their ``output`` param set to ``s3://...``.
 During the runs the test SIGKILLs the Celery worker running the task whose project POST Babou has
-just carried out (its answer held back, so the try dies not knowing), and then, while both
-triggerers hold deferred waits, the triggerer holding the most. The runs must still succeed with
-every MP4 in S3 (a valid MP4 whose size and sha256 are those of its Asset event), nothing else in
-the bucket, and Babou's counters showing exactly one project, chapter, prompt and export per
-video asked for.
+just carried out (its answer held back, so the try dies not knowing), and, while both triggerers
+(capacity 5 each) hold deferred waits, the triggerer holding the most. The runs must still succeed
+with every MP4 in S3 (a valid MP4 whose size and sha256 are those of its Asset event), nothing
+else in the bucket, and Babou's counters showing exactly one project, chapter, prompt and export
+per video asked for.
 
 Short timeouts make Airflow notice the losses in seconds: a try whose worker died is failed after
 ``[scheduler] task_instance_heartbeat_timeout`` (30 s here, 300 by default) and retried; the dead
@@ -64,6 +64,9 @@ CAMPAIGN = "babou_personalized_videos"
 MAPPED = "personalized_video"
 ROWS = 8
 POOL_SLOTS = 6  # fewer than ROWS: the pool, counting deferred tasks, caps the videos in flight
+# Up to POOL_SLOTS + 3 (the pipeline's prompts) waits at once: with 5 each, neither triggerer can
+# take them all, so both hold waits when the deferrals bunch up.
+TRIGGERER_CAPACITY = 5
 WORKERS = ("worker-1", "worker-2")
 TRIGGERERS = ("triggerer-1", "triggerer-2")
 BUCKET = "babou-videos"
@@ -119,9 +122,8 @@ def scale() -> Iterator[Scale]:
             home, CAMPAIGN, postgres, bundle.iterdir(), ("api-server", "scheduler", "dag-processor"), **env
         ) as deployment:
             for name in TRIGGERERS:
-                deployment.start(
-                    name, "triggerer", "--skip-serve-logs", env=component_env(deployment.env, name)
-                )
+                command = ("triggerer", "--capacity", str(TRIGGERER_CAPACITY), "--skip-serve-logs")
+                deployment.start(name, *command, env=component_env(deployment.env, name))
             for name in WORKERS:
                 machine = home / name
                 copy_dags(bundle.iterdir(), machine / "dags")
@@ -192,7 +194,8 @@ def _kill_worker_after_post(scale: Scale, run_ids: dict[str, str]) -> None:
 
 
 def _kill_triggerer_holding_waits(scale: Scale) -> None:
-    """Once both triggerers hold deferred waits, SIGKILL the one holding the most."""
+    """Once both triggerers hold deferred waits (or one holds most of its capacity), SIGKILL the
+    one holding the most."""
     if "triggerer" in scale.killed:
         return
     held = scale.deployment.query(
@@ -201,7 +204,8 @@ def _kill_triggerer_holding_waits(scale: Scale) -> None:
         "WHERE ti.state = 'deferred'"
     )
     holders = Counter(str(row[0]) for row in held)
-    if len(holders) < 2 or sum(holders.values()) < 3 or not set(holders) <= set(TRIGGERERS):
+    both = len(holders) == 2 and sum(holders.values()) >= 3
+    if not set(holders) <= set(TRIGGERERS) or not (both or max(holders.values(), default=0) >= 4):
         return
     victim = holders.most_common(1)[0][0]
     scale.deployment.kill(victim)
