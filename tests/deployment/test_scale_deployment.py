@@ -22,6 +22,9 @@ triggerer's waits move to the other one after ``[triggerer] triggerer_health_che
 (15 s here, 30 by default); a task stuck in ``queued`` (its message taken by the dead worker
 before it started) is re-queued after ``[scheduler] task_queued_timeout`` (120 s here, 600 by
 default).
+
+Wall clock on the project's 2-core machines, Airflow 3.3.2 and 3.1.0 alike: 1.5 to 3 min for the
+module (the deployment comes up in about 30 s, the two runs take 70 to 150 s depending on load).
 """
 
 from __future__ import annotations
