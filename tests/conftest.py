@@ -1,7 +1,8 @@
 """Shared fixtures: an isolated AIRFLOW_HOME and one Babou emulator process for the session.
 
 Airflow reads its configuration on first import, so the environment is set here, before any
-test module imports ``airflow``.
+test module imports ``airflow``. The emulator is the package's pytest plugin's
+(``airflow_provider_babou/pytest_plugin.py``), started with the arguments below.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}")
 os.environ.pop("BABOU_API_KEY", None)
 
-from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess  # noqa: E402
+from airflow_provider_babou.emulator import EmulatorControl  # noqa: E402
 from tests.s3 import MotoServer  # noqa: E402
 
 EMULATOR_ARGS = [
@@ -41,18 +42,21 @@ EMULATOR_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    """One emulator on an ephemeral 127.0.0.1 port, stopped by PID at the end of the session."""
-    with EmulatorProcess(EMULATOR_ARGS) as process:
-        yield process
+def babou_emulator_key() -> str:
+    """The plugin's ``babou_default`` connection uses ALICE."""
+    return ALICE
+
+
+@pytest.fixture(scope="session")
+def babou_emulator_args() -> list[str]:
+    """The plugin's session emulator (``babou_emulator_server``) accepts three keys, has no rate limit."""
+    return EMULATOR_ARGS
 
 
 @pytest.fixture
-def emulator(emulator_process: EmulatorProcess) -> EmulatorControl:
+def emulator(babou_emulator: EmulatorControl) -> EmulatorControl:
     """The session's emulator, reset to its start-up state (data, counters, config, faults)."""
-    control = EmulatorControl(emulator_process.url)
-    control.reset()
-    return control
+    return babou_emulator
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import uvicorn
 from airflow_provider_babou.emulator.app import create_app
 from airflow_provider_babou.emulator.config import DEMO_API_KEY, EmulatorConfig, profile_from
 from airflow_provider_babou.emulator.middleware import silence_drop_tracebacks
+from airflow_provider_babou.emulator.state import EmulatorState
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,14 +69,22 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 
 class _Server(uvicorn.Server):
-    """Prints the ready line once uvicorn actually serves the socket."""
+    """Prints the ready line once uvicorn actually serves the socket; closes the state at the end."""
 
     ready_line = ""
+    state: EmulatorState | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if not self.should_exit:
             print(self.ready_line, flush=True)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        # Here, not after run(): uvicorn re-raises SIGTERM once it has shut down, which ends the
+        # process without running atexit handlers.
+        if self.state is not None:
+            self.state.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -109,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     server = _Server(uv_config)
     # A scripted outage closes the connection a request came on: let the app find it.
     app.state.emulator.connections = server.server_state.connections
+    server.state = app.state.emulator
     server.ready_line = f"Babou emulator listening on http://{host}:{port}/api/v1"
     server.run(sockets=[sock])
 

@@ -32,10 +32,6 @@ FAIL_PROMPT_MARKER = "[[emulator:fail]]"
 FAIL_EXPORT_MARKER = "[[emulator:fail-export]]"
 
 SAMPLE_MP4 = Path(__file__).with_name("data") / "sample.mp4"
-SAMPLE_MP4_SIZE = SAMPLE_MP4.stat().st_size
-
-# The smallest top-level MP4 box is 8 bytes, so padding must be 0 or at least 8.
-_MIN_FREE_BOX = 8
 
 
 class FaultProfile(BaseModel):
@@ -116,8 +112,8 @@ class EmulatorConfig(BaseModel):
     """Everything the emulator can be told at start-up (CLI) or later (``PATCH /_emulator/config``).
 
     Times are seconds. ``rate_limit`` is tokens per second per key (0 = no limit).
-    ``mp4_size`` is the download size in bytes (None = the bundled sample's size); larger sizes
-    pad the sample with a top-level ``free`` box.
+    ``mp4_size`` pads every download to that many bytes with a top-level ``free`` box (None = the
+    export's video as rendered; a video already within 8 bytes of it is served unpadded).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -132,13 +128,11 @@ class EmulatorConfig(BaseModel):
     rate_burst: int = Field(40, ge=1)
     faults: FaultProfile = Field(default_factory=FaultProfile)
     seed: int | None = None
-    mp4_size: int | None = Field(None, ge=SAMPLE_MP4_SIZE)
+    mp4_size: int | None = Field(None, ge=0)
     download_ttl_seconds: float = Field(3600.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> EmulatorConfig:
-        if self.mp4_size is not None and 0 < self.mp4_size - SAMPLE_MP4_SIZE < _MIN_FREE_BOX:
-            raise ValueError(f"mp4_size must equal {SAMPLE_MP4_SIZE} or be at least {_MIN_FREE_BOX} larger")
         for key in [*self.api_keys, *self.expired_keys]:
             if not key.startswith(API_KEY_PREFIX):
                 raise ValueError(f"API keys must start with {API_KEY_PREFIX!r}")
@@ -149,5 +143,4 @@ class EmulatorConfig(BaseModel):
         data = self.model_dump()
         data["api_keys"] = [mask_key(k) for k in self.api_keys]
         data["expired_keys"] = [mask_key(k) for k in self.expired_keys]
-        data["mp4_size"] = self.mp4_size if self.mp4_size is not None else SAMPLE_MP4_SIZE
         return data

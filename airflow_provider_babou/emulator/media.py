@@ -1,20 +1,19 @@
-"""The downloadable export video: the bundled sample MP4, optionally padded to any size.
+"""The downloadable export video: an MP4 file on disk, optionally padded to any size.
 
 Padding appends one top-level ``free`` box, which MP4 readers skip, so the file stays playable.
-Bytes are produced on demand from the small sample and one shared zero buffer, so even a 1 GiB
-download never sits in memory.
+Bytes are read on demand from the file (a small rendered video, or the bundled sample) and one
+shared zero buffer, so even a 1 GiB download never sits in memory.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-
-from airflow_provider_babou.emulator.config import SAMPLE_MP4
+from pathlib import Path
 
 CHUNK = 1024 * 1024
 _ZEROS = bytes(CHUNK)
-_SAMPLE = SAMPLE_MP4.read_bytes()
+_MIN_FREE_BOX = 8  # the smallest top-level MP4 box
 
 
 def _free_box_header(size: int) -> bytes:
@@ -25,24 +24,36 @@ def _free_box_header(size: int) -> bytes:
 
 
 class VirtualMp4:
-    """A read-only MP4 of exactly ``size`` bytes (at least the sample's size)."""
+    """The read-only MP4 at ``path``, padded to ``size`` bytes.
 
-    def __init__(self, size: int | None = None) -> None:
-        self.size = len(_SAMPLE) if size is None else size
-        pad = self.size - len(_SAMPLE)
-        if pad < 0 or 0 < pad < 8:
-            raise ValueError("size must equal the sample size or exceed it by at least 8 bytes")
-        header = b"" if pad == 0 else _free_box_header(pad)
-        self._head = _SAMPLE + header
+    Padding needs room for a box: a ``size`` under the file's size + 8 serves the file as it is.
+    """
+
+    def __init__(self, path: Path, size: int | None = None) -> None:
+        self.path = path
+        self._file_size = path.stat().st_size
+        pad = 0 if size is None else size - self._file_size
+        self._free = _free_box_header(pad) if pad >= _MIN_FREE_BOX else b""
+        self.size = self._file_size + (pad if self._free else 0)
 
     def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Yield the bytes ``[start, end)`` in chunks of at most :data:`CHUNK`."""
         end = self.size if end is None else end
         pos = start
-        head_len = len(self._head)
-        while pos < head_len and pos < end:
-            stop = min(end, head_len, pos + CHUNK)
-            yield self._head[pos:stop]
+        if pos < self._file_size and pos < end:
+            # A small local file: reads of at most a chunk cost microseconds on the event loop.
+            with self.path.open("rb") as handle:
+                handle.seek(pos)
+                while pos < self._file_size and pos < end:
+                    data = handle.read(min(end, self._file_size, pos + CHUNK) - pos)
+                    if not data:
+                        raise OSError(f"{self.path} shrank while being served")
+                    yield data
+                    pos += len(data)
+        header_end = self._file_size + len(self._free)
+        if pos < header_end and pos < end:
+            stop = min(end, header_end)
+            yield self._free[pos - self._file_size : stop - self._file_size]
             pos = stop
         while pos < end:
             n = min(CHUNK, end - pos)

@@ -17,6 +17,17 @@ from typing import IO
 _READY = re.compile(r"Babou emulator listening on (http://\S+)/api/v1")
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM ``proc`` by PID, wait up to ``grace`` seconds, then SIGKILL."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(grace)
+
+
 class EmulatorStartError(RuntimeError):
     """The emulator exited or did not get ready in time."""
 
@@ -85,13 +96,7 @@ class EmulatorProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process(proc)
         if proc.stdout is not None:
             proc.stdout.close()
         if self._stderr is not None:

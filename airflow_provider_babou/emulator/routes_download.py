@@ -2,10 +2,14 @@
 
 No Authorization is needed (the URL itself is the credential, like a signed CDN link); after
 ``expires`` the URL answers 403 ``URL_EXPIRED``. Supports single byte ranges.
+
+The first request for an export (``HEAD`` too: its ``Content-Length`` is the video's size) waits
+for the video to render on a worker thread; later ones are served from the cached file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -49,9 +53,12 @@ async def download(request: Request, export_id: str, expires: str | None = Query
         raise ApiError(403, "URL_INVALID", "Download URL is invalid", _FRESH_HINT)
     if time.time() >= int(expires):
         raise ApiError(403, "URL_EXPIRED", "Download URL has expired", _FRESH_HINT)
-    if not state.store.completed_export(export_id):
+    export = state.store.completed_export(export_id)
+    if export is None:
         raise ApiError(404, "NOT_FOUND", "Export not found")
-    mp4 = VirtualMp4(state.config.mp4_size)
+    owner, plan = export
+    video = state.videos.get(export_id, plan, lambda: state.stats.video_rendered(owner))
+    mp4 = VirtualMp4(await asyncio.wrap_future(video), state.config.mp4_size)
     headers = {"Accept-Ranges": "bytes", "Content-Type": "video/mp4"}
     start, end, status = 0, mp4.size, 200
     range_header = request.headers.get("range")

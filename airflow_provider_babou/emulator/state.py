@@ -12,6 +12,7 @@ from airflow_provider_babou.emulator.faults import FaultInjector
 from airflow_provider_babou.emulator.ratelimit import RateLimiter
 from airflow_provider_babou.emulator.stats import Stats
 from airflow_provider_babou.emulator.store import ApiError, Store
+from airflow_provider_babou.emulator.video import VideoCache, missing_renderer
 from airflow_provider_babou.limits import API_KEY_PREFIX
 
 OUTAGE_MODES = ("drop", "reset", "503")
@@ -32,7 +33,10 @@ class Outage:
 
 
 class EmulatorState:
-    """Holds everything ``POST /_emulator/reset`` wipes; keeps the start-up config to restore it."""
+    """Holds everything ``POST /_emulator/reset`` wipes; keeps the start-up config to restore it.
+
+    Rendered export videos live in :attr:`videos` (a reset deletes them too).
+    """
 
     def __init__(self, config: EmulatorConfig) -> None:
         self._initial = config.model_copy(deep=True)
@@ -41,6 +45,8 @@ class EmulatorState:
         # ``transport``), set by the CLI: an outage in ``drop``/``reset`` mode closes the
         # connection a request came on. None when the app runs in-process.
         self.connections: set[Any] | None = None
+        self.videos = VideoCache()
+        missing_renderer()  # says at start-up when downloads will be the sample MP4
         self.reset()
 
     def reset(self) -> None:
@@ -48,11 +54,16 @@ class EmulatorState:
         with self._lock:
             self.config = self._initial.model_copy(deep=True)
             self.store = Store(self.config)
+            self.videos.clear()
             self.stats = Stats()
             self.faults = FaultInjector(self.config.faults, self.config.seed)
             self.limiter = RateLimiter(self.config.rate_limit, self.config.rate_burst)
             self._outage: Outage | None = None
             self._index_keys()
+
+    def close(self) -> None:
+        """Release what outlives requests (the rendered videos' temp dir); the server calls this."""
+        self.videos.close()
 
     def start_outage(self, seconds: float, mode: str) -> Outage | None:
         """Fail every ``/api/v1`` and ``/downloads`` request for ``seconds`` (0 ends an outage)."""

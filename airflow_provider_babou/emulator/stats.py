@@ -16,6 +16,7 @@ class _Counters:
     faults_injected: Counter[str] = field(default_factory=Counter)
     # Distinct client (host, port) pairs: one per TCP connection.
     connections: set[tuple[str, int]] = field(default_factory=set)
+    videos_rendered: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -24,6 +25,7 @@ class _Counters:
             "requests_by_route": dict(self.requests_by_route),
             "faults_injected": dict(self.faults_injected),
             "connections": len(self.connections),
+            "videos_rendered": self.videos_rendered,
         }
 
 
@@ -57,6 +59,12 @@ class Stats:
         with self._lock:
             for counters in self._targets(key):
                 counters.faults_injected[name] += 1
+
+    def video_rendered(self, key: str) -> None:
+        """An export of ``key`` was rendered to an MP4 (cache hits do not count)."""
+        with self._lock:
+            for counters in self._targets(key):
+                counters.videos_rendered += 1
 
     def snapshot(self, key: str | None) -> dict[str, Any]:
         """Traffic counters for ``key`` (all keys when None)."""

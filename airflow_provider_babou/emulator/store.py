@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_babou.emulator.config import FAIL_EXPORT_MARKER, FAIL_PROMPT_MARKER, EmulatorConfig
+from airflow_provider_babou.emulator.video import DEFAULT_CHAPTER_SECONDS, Segment, VideoPlan
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -23,8 +24,6 @@ PROMPT_FAILED_RESULT = "Prompt processing failed: the emulator was told to fail 
 SUPERSEDED_RESULT = "Cancelled: superseded by a newer prompt"
 EXPORT_FAILED_DEFAULT = "Export failed: the emulator was told to fail this export"
 ASSET_FAILED_DEFAULT = "Asset processing failed"
-# Length of the bundled sample clip; counts for chapters created without a duration.
-_DEFAULT_CHAPTER_SECONDS = 2
 
 
 def new_id(prefix: str) -> str:
@@ -74,6 +73,7 @@ class Prompt:
     done_at: float
     fail_message: str | None = None
     superseded: bool = False
+    forced: bool = False  # submitted with force: true (counted in the stats, not shown by the API)
 
     def status(self, now: float) -> str:
         if self.superseded:
@@ -119,6 +119,10 @@ class Chapter:
         """Counts for export: the latest prompt completed (a chapter without prompts does not)."""
         return bool(self.prompts) and self.prompts[-1].status(now) == "completed"
 
+    def segment(self) -> Segment:
+        """The chapter as an export shows it: name, latest prompt, length (2 s without a duration)."""
+        return Segment(self.name, self.prompts[-1].content, self.duration or DEFAULT_CHAPTER_SECONDS)
+
     def to_json(self, now: float, *, summary: bool = True, detail: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": self.id,
@@ -143,8 +147,13 @@ class Export:
     created: float
     processing_at: float
     done_at: float
-    video_seconds: int
+    # What the video shows: the chapters included when the export started, as they were then.
+    plan: VideoPlan
     fail_message: str | None = None
+
+    @property
+    def video_seconds(self) -> int:
+        return sum(segment.seconds for segment in self.plan.segments)
 
     def status(self, now: float) -> str:
         if now < self.processing_at:
@@ -351,7 +360,7 @@ class Store:
                 fail = PROMPT_FAILED_RESULT
             if FAIL_EXPORT_MARKER in content:
                 project.fail_export_chapters.append(project.chapters.index(chapter) + 1)
-            prompt = Prompt(new_id("int"), content, now, now + self.config.prompt_seconds, fail)
+            prompt = Prompt(new_id("int"), content, now, now + self.config.prompt_seconds, fail, forced=force)
             chapter.prompts.append(prompt)
             return {
                 "prompt_id": prompt.id,
@@ -393,7 +402,7 @@ class Store:
                 now,
                 processing_at,
                 processing_at + self.config.export_processing_seconds,
-                sum(c.duration or _DEFAULT_CHAPTER_SECONDS for c in included),
+                VideoPlan(project.name, tuple(c.segment() for c in included)),
                 fail,
             )
             project.export = export
@@ -416,11 +425,13 @@ class Store:
             error = export.fail_message if status == "failed" else None
             return export.id, status, error, export.video_seconds
 
-    def completed_export(self, export_id: str) -> bool:
-        """Whether ``export_id`` exists and is completed (downloads need no key)."""
+    def completed_export(self, export_id: str) -> tuple[str, VideoPlan] | None:
+        """The owner's key and video plan of ``export_id`` if it exists and is completed, else None."""
         with self.lock:
             export = self._exports.get(export_id)
-            return export is not None and export.status(time.time()) == "completed"
+            if export is None or export.status(time.time()) != "completed":
+                return None
+            return export.owner, export.plan
 
     # -- assets ----------------------------------------------------------------------------------
 
@@ -473,6 +484,7 @@ class Store:
                 "projects_created": len(projects),
                 "chapters_created": len(chapters),
                 "prompts_submitted": sum(len(c.prompts) for c in chapters),
+                "prompts_forced": sum(p.forced for c in chapters for p in c.prompts),
                 "exports_started": sum(1 for e in self._exports.values() if key is None or e.owner == key),
                 "assets_uploaded": sum(1 for a in self._assets.values() if key is None or a.owner == key),
             }

@@ -1,7 +1,8 @@
 """Downloading an export: one streamed request at a time, resumed with ``Range`` until whole.
 
 Used by :meth:`BabouHook.download_export`; HTTP goes through the hook's client, the file work
-through :class:`~._transfer.DownloadState`.
+through :class:`~._transfer.DownloadState`. A remote destination is written as the bytes arrive
+and a resumed request appends to the same open object, so no local copy is ever made.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def download(hook: BabouHook, pid: str, destination: Any, *, overwrite: bool) ->
         )
     url, refreshed, resumes = export.download_url, False, 0
     give_up = time.monotonic() + hook.config.retry_deadline
-    state = DownloadState(local)
+    state = DownloadState(local, remote)
     try:
         while True:
             try:
@@ -60,7 +61,7 @@ def download(hook: BabouHook, pid: str, destination: Any, *, overwrite: bool) ->
                     raise
                 log.warning("Download of %s interrupted at %d bytes (%s); resuming", pid, state.offset, err)
                 time.sleep(min(0.5 * resumes, 5.0))
-        state.finish(local, remote, overwrite=overwrite)
+        state.finish(local, overwrite=overwrite)
     except BaseException:
         state.discard()
         raise
@@ -78,9 +79,15 @@ def _stream(hook: BabouHook, url: str, state: DownloadState) -> None:
         with hook.get_conn().stream("GET", url, headers=headers) as response:
             status = response.status_code
             if status == 206:
-                start, total = _content_range(response.headers.get("Content-Range", ""))
-                if start != state.offset:
-                    raise ValueError("a range we did not ask for")
+                try:
+                    start, total = _content_range(response.headers.get("Content-Range", ""))
+                    if start != state.offset:
+                        raise ValueError("a range we did not ask for")
+                except ValueError as exc:  # start over rather than corrupt the file
+                    state.restart()
+                    raise BabouTransportError(
+                        f"bad Content-Range: {exc}", method="GET", path=httpx.URL(url).path
+                    ) from None
                 state.total = total
             elif status == 200:
                 state.restart()  # a whole file: the server ignored Range, or this is the first request
@@ -95,11 +102,6 @@ def _stream(hook: BabouHook, url: str, state: DownloadState) -> None:
                 state.write(chunk)
     except httpx.TransportError as exc:
         raise transport_error(exc, "GET", url, key) from exc
-    except ValueError as exc:  # start over rather than corrupt the file
-        state.restart()
-        raise BabouTransportError(
-            f"bad Content-Range: {exc}", method="GET", path=httpx.URL(url).path
-        ) from None
     if state.total is not None and state.offset != state.total:
         if state.offset > state.total:
             state.restart()

@@ -3,19 +3,19 @@
 :func:`upload_body` checks an upload source (path, binary file object or ``ObjectStoragePath``:
 exists, size, content type) and wraps it in a restartable :class:`UploadBody`.
 :func:`check_destination` refuses a destination that cannot be written before any request is made;
-a download writes into a :class:`DownloadState` (temporary file beside the destination, offset,
-running SHA-256) and :func:`finish_download` moves it into place atomically.
+a download writes into a :class:`DownloadState` (a temporary file beside a local destination, or
+the remote object itself; offset, running SHA-256), whose ``finish`` puts it in place atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import mimetypes
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -23,7 +23,13 @@ from typing import IO, Any
 from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.limits import MAX_UPLOAD_BYTES, SUPPORTED_CONTENT_TYPES
 
+log = logging.getLogger(__name__)
+
 CHUNK_SIZE = 256 * 1024
+# A download to object storage buffers one part of this size before uploading it (s3fs's default is
+# 50 MiB, ~150 MiB of peak RSS): 8 MiB, the AWS CLI's part size, allows objects up to 78 GiB in S3's
+# 10,000 parts and costs ~30 MiB (benchmarks/s3_results.md).
+UPLOAD_PART_SIZE = 8 * 1024 * 1024
 # Spellings that ``mimetypes`` (or users) produce for the same formats.
 _CONTENT_TYPE_ALIASES = {
     "audio/x-wav": "audio/wav",
@@ -162,11 +168,12 @@ def is_remote(destination: Any) -> bool:
     return hasattr(destination, "protocol") and hasattr(destination, "open") and not _is_local(destination)
 
 
-def check_destination(destination: Any, *, overwrite: bool, create_parents: bool = False) -> tuple[Path, Any]:
+def check_destination(
+    destination: Any, *, overwrite: bool, create_parents: bool = False
+) -> tuple[Path | None, Any]:
     """Refuse a destination the video could not be written to, before anything is created or rendered.
 
-    :return: the local file to write and, for a remote ``ObjectStoragePath``, the object to fill
-        (else ``None``).
+    :return: ``(local file, None)``, or ``(None, object)`` for a remote ``ObjectStoragePath``.
     """
     if destination is None or (isinstance(destination, str) and not destination.strip()):
         raise BabouInputError("destination is empty", hint="pass a file path such as /tmp/video.mp4")
@@ -175,7 +182,7 @@ def check_destination(destination: Any, *, overwrite: bool, create_parents: bool
             raise BabouInputError(f"destination {destination} is a directory", hint="pass a file path")
         if not overwrite and destination.exists():
             raise BabouInputError(f"destination {destination} already exists", hint="pass overwrite=True")
-        return Path(tempfile.gettempdir()) / (destination.name or "export.mp4"), destination
+        return None, destination
     if hasattr(destination, "protocol"):
         destination = destination.path
     if not isinstance(destination, (str, os.PathLike)):
@@ -207,19 +214,55 @@ def check_destination(destination: Any, *, overwrite: bool, create_parents: bool
 
 
 class DownloadState:
-    """The partial file of a download: where it is, how much is in it, its running SHA-256."""
+    """Where a download's bytes go, how many went and their running SHA-256.
 
-    def __init__(self, final: Path) -> None:
-        self.temp_path = final.with_name(f".{final.name}.{os.getpid()}.{random.randrange(1 << 32):08x}.part")
-        self.file: IO[bytes] = open(self.temp_path, "xb")  # noqa: SIM115 - closed by finish/discard
+    A local destination fills a temporary file beside it, moved into place by :meth:`finish`.
+    A remote ``ObjectStoragePath`` is written as the bytes arrive, with no local copy: fsspec's
+    object-store files buffer one block (:data:`UPLOAD_PART_SIZE`) and upload it as a part (s3fs:
+    a multipart upload), and the object appears only when :meth:`finish` closes the file.
+    :meth:`discard` cancels it instead (s3fs aborts the multipart upload, gcsfs the resumable
+    one; adlfs's staged blocks are never committed), so a failed download leaves nothing visible.
+    A process killed mid-way leaves an invisible incomplete upload (S3: expired by the bucket's
+    lifecycle rule for incomplete multipart uploads).
+    """
+
+    def __init__(self, local: Path | None, remote: Any = None) -> None:
+        self.remote = remote
+        self.temp_path = None
+        if local is not None:
+            self.temp_path = local.with_name(
+                f".{local.name}.{os.getpid()}.{random.randrange(1 << 32):08x}.part"
+            )
+        self.file = self._open()
         self.offset = 0
         self.total: int | None = None
         self.sha256 = hashlib.sha256()
 
+    def _open(self) -> Any:
+        if self.temp_path is not None:
+            return open(self.temp_path, "xb")
+        # The fsspec file itself, not ObjectStoragePath.open()'s wrapper: _cancel() must mark it closed.
+        return self.remote.fs.open(self.remote.path, "wb", block_size=UPLOAD_PART_SIZE)
+
+    def _cancel(self) -> None:
+        """Abandon the remote object being written, leaving nothing visible."""
+        try:
+            self.file.discard()
+        finally:
+            # close() would commit what is buffered (fsspec files commit on close), and so would
+            # the file's __del__: a file marked closed is left alone. memory://'s files (BytesIO)
+            # cannot be marked, and show what was written since they were opened.
+            with contextlib.suppress(AttributeError):
+                self.file.closed = True
+
     def restart(self) -> None:
         """Forget what was written (the server ignored our ``Range``, or sent a range we did not ask for)."""
-        self.file.seek(0)
-        self.file.truncate()
+        if self.temp_path is not None:
+            self.file.seek(0)
+            self.file.truncate()
+        else:  # an object being uploaded cannot be rewound: start a new one
+            self._cancel()
+            self.file = self._open()
         self.offset = 0
         self.sha256 = hashlib.sha256()
 
@@ -230,29 +273,37 @@ class DownloadState:
         self.offset += len(chunk)
 
     def discard(self) -> None:
-        """Close and delete the temporary file after a failure."""
-        self.file.close()
-        self.temp_path.unlink(missing_ok=True)
+        """Delete the temporary file, or cancel the remote object, after a failure."""
+        if self.temp_path is None:
+            try:
+                self._cancel()
+            except Exception as exc:  # the error that brought us here is the one to report
+                log.warning("Could not cancel the upload to %s: %s", self.remote, exc)
+        else:
+            self.file.close()
+            self.temp_path.unlink(missing_ok=True)
 
-    def finish(self, local: Path, remote: Any, *, overwrite: bool) -> None:
-        """Move the file into place; without ``overwrite``, an existing file is refused atomically."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+    def finish(self, local: Path | None, *, overwrite: bool) -> None:
+        """Put the file in place; without ``overwrite``, a destination that appeared meanwhile is refused."""
         try:
-            if remote is not None:
-                if not overwrite and remote.exists():
-                    raise FileExistsError(str(remote))
-                with open(self.temp_path, "rb") as src, remote.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK_SIZE)
-            elif overwrite:
-                os.replace(self.temp_path, local)
-            else:
-                # link() fails if the name exists: two downloads to one path cannot both "win".
-                os.link(self.temp_path, local)
+            if self.temp_path is None:
+                if not overwrite and self.remote.exists():
+                    raise FileExistsError(str(self.remote))
+                self.file.close()  # uploads the last part and completes the object
+                return
+            assert local is not None
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            try:
+                if overwrite:
+                    os.replace(self.temp_path, local)
+                else:
+                    # link() fails if the name exists: two downloads to one path cannot both "win".
+                    os.link(self.temp_path, local)
+            finally:
+                self.temp_path.unlink(missing_ok=True)
         except FileExistsError:
             raise BabouInputError(
-                f"destination {remote or local} appeared while downloading", hint="pass overwrite=True"
+                f"destination {self.remote or local} appeared while downloading", hint="pass overwrite=True"
             ) from None
-        finally:
-            self.temp_path.unlink(missing_ok=True)

@@ -507,7 +507,7 @@ class BabouHook(BaseHook):
         self, project_id: str, destination: Any, *, overwrite: bool = False
     ) -> DownloadResult:
         """Download the completed export's MP4 (:func:`._download.download`): destination checked first,
-        streamed, resumed with ``Range``, an expired URL refreshed, moved into place atomically."""
+        streamed (to S3 too), resumed with ``Range``, an expired URL refreshed; it appears once whole."""
         return _download.download(self, check_id("project", project_id), destination, overwrite=overwrite)
 
     # ------------------------------------------------------------------ waits

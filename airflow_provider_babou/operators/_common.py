@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_babou._compat import RetryAwareResumeMixin, conf
 from airflow_provider_babou.exceptions import BabouWaitTimeoutError
 from airflow_provider_babou.hooks.babou import BabouHook
+from airflow_provider_babou.lineage import BabouLineage, babou_dataset, operator_lineage
 from airflow_provider_babou.links import BabouProjectLink
 from airflow_provider_babou.polling import PollPolicy, WaitTarget, check_seconds
 from airflow_provider_babou.triggers.babou import (
@@ -23,6 +24,7 @@ from airflow_provider_babou.triggers.babou import (
 )
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 #: The trigger that waits for each kind of target.
@@ -49,6 +51,9 @@ class BabouBaseOperator(RetryAwareResumeMixin, BaseOperator):
     """
 
     ui_color = "#f4e3ff"
+    #: What the task reads and writes, set as soon as it is known, so a FAIL event carries it too
+    #: (OpenLineage falls back to the "on complete" facets). Each try runs on a fresh copy of the task.
+    babou_lineage: BabouLineage | None = None
 
     def __init__(self, *, babou_conn_id: str = BabouHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -81,6 +86,14 @@ class BabouBaseOperator(RetryAwareResumeMixin, BaseOperator):
         for key, value in values.items():
             if value is not None:
                 context["ti"].xcom_push(key=key, value=value)
+
+    def babou_dataset(self, name: str) -> tuple[str, str]:
+        """A Babou object (``projects/<id>``, ``assets/<id>``...) as a dataset of the connection's API."""
+        return babou_dataset(self.hook.config.base_url, name)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the datasets the task read and wrote, its Babou ids and prompts (see ``lineage``)."""
+        return operator_lineage(self.babou_lineage or BabouLineage())
 
     @staticmethod
     def persist_project_link(context: Context, hook: BabouHook, project_id: str) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_babou.exceptions import BabouJobFailedError
+from airflow_provider_babou.lineage import BabouLineage, location_dataset
 from airflow_provider_babou.operators._common import BabouWaitingOperator, default_deferrable
 from airflow_provider_babou.operators._steps import as_location
 from airflow_provider_babou.polling import AssetTarget, asset_state
@@ -26,7 +27,8 @@ class BabouUploadAssetOperator(BabouWaitingOperator):
     guessed from the name). Babou cannot recognise a file it already has, so uploads are not
     deduplicated: a retry after an upload whose outcome is unknown may store the file twice.
 
-    Pushes ``asset_id`` (before waiting) and returns the asset as JSON plus ``asset_id``.
+    Pushes ``asset_id`` (before waiting) and returns the asset as JSON plus ``asset_id``. OpenLineage:
+    the source file in, ``assets/<id>`` of the Babou API out, ``asset_id`` in the ``babou`` run facet.
 
     :param source: a local path or an :class:`~airflow.sdk.ObjectStoragePath` (``s3://...`` strings
         are turned into one).
@@ -65,9 +67,16 @@ class BabouUploadAssetOperator(BabouWaitingOperator):
                 asset = self.wait_for(context, hook, AssetTarget(asset.id))
             elif self.wait_for_ready and not asset.state.is_success:
                 raise BabouJobFailedError(asset_state(asset).failure(AssetTarget(asset.id).describe()))
-        return {**asset.model_dump(mode="json"), "asset_id": asset.id}
+            return self._result(asset.model_dump(mode="json"))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the asset trigger fired: return the ready asset, or raise its failure."""
-        asset = raise_for_event(event)
+        return self._result(raise_for_event(event))
+
+    def _result(self, asset: dict[str, Any]) -> dict[str, Any]:
+        self.babou_lineage = BabouLineage(
+            ids={"asset_id": asset.get("id")},
+            inputs=[location_dataset(as_location(self.source))],
+            outputs=[self.babou_dataset(f"assets/{asset.get('id')}")],
+        )
         return {**asset, "asset_id": asset.get("id")}

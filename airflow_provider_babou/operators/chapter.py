@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_babou.exceptions import BabouInputError
+from airflow_provider_babou.lineage import BabouLineage
 from airflow_provider_babou.links import BabouProjectLink
 from airflow_provider_babou.operators._common import BabouBaseOperator
 from airflow_provider_babou.operators._steps import ensure_chapter
@@ -65,6 +66,10 @@ class BabouCreateChapterOperator(BabouBaseOperator):
             self.log.info("%s chapter %s (%s) in project %s", verb, chapter.id, name, project_id)
             self.push(context, project_id=project_id, chapter_id=chapter.id)
             self.persist_project_link(context, hook, project_id)
+            self.babou_lineage = BabouLineage(
+                ids={"project_id": project_id, "chapter_id": chapter.id},
+                outputs=[self.babou_dataset(f"projects/{project_id}/chapters/{chapter.id}")],
+            )
         return {
             **chapter.model_dump(mode="json"),
             "project_id": project_id,

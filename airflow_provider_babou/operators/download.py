@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_babou.lineage import BabouLineage, location_dataset
 from airflow_provider_babou.links import BabouProjectLink, BabouVideoLink
 from airflow_provider_babou.operators._common import BabouBaseOperator
 from airflow_provider_babou.operators._steps import checked_destination, download
@@ -26,7 +27,8 @@ class BabouDownloadExportOperator(BabouBaseOperator):
     :class:`~airflow.sdk.Asset` in ``outlets`` gets an event whose extra carries ``project_id``,
     ``size``, ``sha256`` and ``path``.
 
-    Returns ``{path, size, sha256, project_id, download_url}``.
+    Returns ``{path, size, sha256, project_id, download_url}``. OpenLineage: ``projects/<id>/export``
+    of the Babou API in, the MP4 (``file`` + path, or ``s3://bucket`` + key) out.
 
     :param project_id: the exported project.
     :param destination: a file path or an :class:`~airflow.sdk.ObjectStoragePath` (``s3://...``
@@ -63,4 +65,9 @@ class BabouDownloadExportOperator(BabouBaseOperator):
         with self.session() as hook:
             self.push(context, project_id=project_id)
             self.persist_project_link(context, hook, project_id)
+            self.babou_lineage = BabouLineage(
+                ids={"project_id": project_id},
+                inputs=[self.babou_dataset(f"projects/{project_id}/export")],
+                outputs=[location_dataset(destination)],
+            )
             return download(self, context, hook, project_id, destination, overwrite=self.overwrite)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_babou._compat import HAS_RESUMABLE_JOB_MIXIN, ResumableJobMixin
 from airflow_provider_babou.exceptions import BabouJobFailedError
+from airflow_provider_babou.lineage import BabouLineage
 from airflow_provider_babou.links import BabouProjectLink, BabouVideoLink
 from airflow_provider_babou.models import Export, ExportStatus
 from airflow_provider_babou.operators._common import BabouWaitingOperator, default_deferrable, try_number
@@ -35,7 +36,9 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
 
     A failed export fails the task with Babou's ``error`` text. Pushes ``project_id`` (and
     ``export_id`` when Babou reports one) before waiting; returns the export as JSON with
-    ``project_id``; stores the "Babou video" link once the export completed.
+    ``project_id``; stores the "Babou video" link once the export completed. OpenLineage:
+    ``projects/<id>`` of the Babou API in, ``projects/<id>/export`` (the video) out, ``project_id``
+    and ``export_id`` in the ``babou`` run facet.
 
     :param project_id: the project to export.
     :param wait_for_completion: wait until the export completed (or failed).
@@ -107,7 +110,7 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
 
     def poll_until_complete(self, external_id: JsonValue, context: Context) -> Any:
         """Wait for the export (defer, or block) and return it; without waiting, return its state."""
-        self._push_export_id(context, external_id)
+        self._record_lineage(self._push_export_id(context, external_id))
         target = ExportTarget(self.project_id)
         export = self.hook.get_export(self.project_id)
         if self.wait_for_completion and not export.status.is_terminal:
@@ -118,15 +121,24 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
 
     def get_job_result(self, external_id: JsonValue, context: Context) -> Any:
         """Return the completed export (the path taken when a retry finds it already done)."""
-        self._push_export_id(context, external_id)
+        self._record_lineage(self._push_export_id(context, external_id))
         return self._result(context, self.hook.get_export(self.project_id))
 
     # -- results -----------------------------------------------------------------------------
 
-    def _push_export_id(self, context: Context, external_id: JsonValue) -> None:
+    def _push_export_id(self, context: Context, external_id: JsonValue) -> Any:
+        """Push the export id, if Babou reported one, and return it."""
         # Pushed on every try (Airflow clears XCom before a retry), also when reconnecting.
-        if isinstance(external_id, dict):
-            self.push(context, export_id=external_id.get("export_id"))
+        export_id = external_id.get("export_id") if isinstance(external_id, dict) else None
+        self.push(context, export_id=export_id)
+        return export_id
+
+    def _record_lineage(self, export_id: Any) -> None:
+        self.babou_lineage = BabouLineage(
+            ids={"project_id": self.project_id, "export_id": export_id},
+            inputs=[self.babou_dataset(f"projects/{self.project_id}")],
+            outputs=[self.babou_dataset(f"projects/{self.project_id}/export")],
+        )
 
     def _result(self, context: Context, export: Export) -> dict[str, Any]:
         BabouVideoLink.persist(context, export.download_url)
@@ -134,4 +146,8 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the export trigger fired: return the export, or raise its failure."""
-        return self._result(context, Export.model_validate(raise_for_event(event)))
+        export = Export.model_validate(raise_for_event(event))
+        # A new process: the export id the first part pushed is in XCom only.
+        ti = context["ti"]
+        self._record_lineage(ti.xcom_pull(task_ids=ti.task_id, key="export_id"))
+        return self._result(context, export)

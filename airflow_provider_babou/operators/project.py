@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_babou.exceptions import BabouInputError
+from airflow_provider_babou.lineage import BabouLineage
 from airflow_provider_babou.links import BabouProjectLink
 from airflow_provider_babou.operators._common import BabouBaseOperator
 from airflow_provider_babou.operators._steps import description_with_marker, ensure_project, run_marker
@@ -78,4 +79,7 @@ class BabouCreateProjectOperator(BabouBaseOperator):
             self.log.info("%s Babou project %s (%s)", "Reusing" if reused else "Created", project.id, name)
             self.push(context, project_id=project.id)
             self.persist_project_link(context, hook, project.id)
+            self.babou_lineage = BabouLineage(
+                ids={"project_id": project.id}, outputs=[self.babou_dataset(f"projects/{project.id}")]
+            )
         return {**project.model_dump(mode="json"), "project_id": project.id, "reused": reused}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_babou.lineage import BabouLineage
 from airflow_provider_babou.links import BabouProjectLink
 from airflow_provider_babou.operators._common import BabouWaitingOperator, default_deferrable
 from airflow_provider_babou.operators._steps import submit_or_attach
@@ -26,6 +27,7 @@ class BabouSubmitPromptOperator(BabouWaitingOperator):
 
     Pushes ``project_id``, ``chapter_id`` and ``prompt_id`` (before deferring) and returns them
     with ``status``, Babou's ``result`` text, ``reused`` and, once waited, the ``chapter``.
+    OpenLineage: the chapter out, the ids in the ``babou`` run facet, the text in ``babouPrompts``.
 
     :param project_id: the project holding the chapter.
     :param chapter_id: the chapter to submit to.
@@ -74,6 +76,7 @@ class BabouSubmitPromptOperator(BabouWaitingOperator):
             self.log.info("%s prompt %s on chapter %s (%s)", verb, prompt_id, target.chapter_id, status.value)
             self.push(context, **target.ids())
             self.persist_project_link(context, hook, target.project_id)
+            self._record_lineage(target, content)
             result = {
                 **target.ids(),
                 "status": status.value,
@@ -95,7 +98,16 @@ class BabouSubmitPromptOperator(BabouWaitingOperator):
         target = PromptTarget(event["project_id"], event["chapter_id"], event["prompt_id"])
         with self.session() as hook:
             chapter = hook.get_chapter(target.project_id, target.chapter_id).model_dump(mode="json")
+            self._record_lineage(target, self.content)
         return _result(chapter, target.prompt_id, {**target.ids(), "reused": reused})
+
+    def _record_lineage(self, target: PromptTarget, content: str) -> None:
+        # Set before waiting: a task that then fails still ran this prompt (failure events use it too).
+        self.babou_lineage = BabouLineage(
+            ids=target.ids(),
+            prompts=[{"chapter_id": target.chapter_id, "content": content}],
+            outputs=[self.babou_dataset(f"projects/{target.project_id}/chapters/{target.chapter_id}")],
+        )
 
 
 def _result(chapter: dict[str, Any], prompt_id: str, base: dict[str, Any]) -> dict[str, Any]:

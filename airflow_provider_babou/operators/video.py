@@ -11,6 +11,7 @@ from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel
 
 from airflow_provider_babou.exceptions import BabouError, BabouInputError, BabouJobFailedError
+from airflow_provider_babou.lineage import BabouLineage, location_dataset
 from airflow_provider_babou.links import BabouProjectLink, BabouVideoLink
 from airflow_provider_babou.operators._common import BabouWaitingOperator, default_deferrable, try_number
 from airflow_provider_babou.operators._steps import (
@@ -103,7 +104,8 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
     bounds the whole task.
 
     Pushes ``project_id`` and ``chapter_ids``/``prompt_ids`` (chapter name -> id) before waiting and
-    returns ``{project_id, chapters, export, path, size, sha256, download_url}``.
+    returns ``{project_id, chapters, export, path, size, sha256, download_url}``. OpenLineage: the
+    MP4 out, those ids in the ``babou`` run facet, each chapter's prompt in ``babouPrompts``.
 
     :param project_name: the project's name, 1-30 characters.
     :param chapters: the chapters in order, each ``{"name", "prompt", "duration" (optional)}``.
@@ -211,11 +213,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
                         ChapterProgress(name=spec.name, chapter_id=chapter.id, prompt_id=prompt_id)
                     )
                     progress.resubmitted = progress.resubmitted or not attached
-                self.push(
-                    context,
-                    chapter_ids={c.name: c.chapter_id for c in progress.chapters},
-                    prompt_ids={c.name: c.prompt_id for c in progress.chapters},
-                )
+                self.push(context, **self._record_lineage(progress, specs, destination))
                 return self._wait_prompts(context, hook, progress, destination)
             except BabouError as err:
                 raise _annotate(err, progress) from None
@@ -243,12 +241,31 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
                 # dag.test() resumes with the event only, dropping the defer kwargs; every stage is
                 # idempotent, so the progress is rebuilt from Babou with GETs alone.
                 state = state or self._rebuild(context, hook)
-                result: dict[str, Any] = stage(
-                    context, hook, state, as_location(self.destination, self.dest_conn_id)
-                )
+                destination = as_location(self.destination, self.dest_conn_id)
+                self._record_lineage(state, self._specs(), destination)
+                result: dict[str, Any] = stage(context, hook, state, destination)
                 return result
             except BabouError as err:
                 raise _annotate(err, state, run_marker(context)) from None
+
+    def _record_lineage(
+        self, progress: VideoProgress, specs: list[ChapterSpec], destination: Any
+    ) -> dict[str, dict[str, str]]:
+        """Record what the task builds for OpenLineage; return the chapter and prompt ids by name."""
+        ids = {
+            "chapter_ids": {c.name: c.chapter_id for c in progress.chapters},
+            "prompt_ids": {c.name: c.prompt_id for c in progress.chapters},
+        }
+        prompts = [
+            {"chapter_name": s.name, "chapter_id": c.chapter_id, "content": s.prompt}
+            for s, c in zip(specs, progress.chapters, strict=True)
+        ]
+        self.babou_lineage = BabouLineage(
+            ids={"project_id": progress.project_id, **ids},
+            prompts=prompts,
+            outputs=[location_dataset(as_location(destination))],
+        )
+        return ids
 
     def _rebuild(self, context: Context, hook: BabouHook) -> VideoProgress:
         """Find this task instance's project, chapters and prompts again (GETs only)."""

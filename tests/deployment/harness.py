@@ -229,6 +229,7 @@ class Deployment:
     killed: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # on purpose, by kill()
     # Task logs of components with an AIRFLOW_HOME of their own (e.g. Celery workers on other disks).
     extra_logs: list[Path] = field(default_factory=list)
+    token: str | None = None
 
     @property
     def logs(self) -> Path:
@@ -307,6 +308,42 @@ class Deployment:
         except httpx.HTTPError:
             return None
         return True if response.status_code == 200 else None
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the REST API (``/api/v2/...``) as the simple auth manager's first user; return the JSON.
+
+        That user's password is read from the file the api-server generated in AIRFLOW_HOME; the
+        token is fetched once (``POST /auth/token``). A non-2xx answer raises with its body.
+        """
+        if self.token is None:
+            users = self.env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+            username = users.split(",")[0].split(":")[0].strip()
+            passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
+            response = httpx.post(
+                f"{self.api_url}/auth/token",
+                json={"username": username, "password": passwords[username]},
+                timeout=30,
+            )
+            response.raise_for_status()
+            self.token = str(response.json()["access_token"])
+        headers = {"Authorization": f"Bearer {self.token}"}
+        response = httpx.request(method, f"{self.api_url}{path}", headers=headers, timeout=30, **kwargs)
+        if response.is_error:
+            raise AssertionError(
+                f"{method} {path} answered {response.status_code}: {response.text[:TAIL_CHARS]}"
+            )
+        return response.json()
+
+    def executor_reported(self, run_id: str, task_id: str, try_number: int) -> bool:
+        """Whether the scheduler took the executor's report that this try's worker exited (its
+        "TaskInstance Finished" log line). A deferred task resumed before that can meet the stale
+        "success" of the worker that deferred and lose the try (apache/airflow#72716)."""
+        found = re.search(
+            rf"TaskInstance Finished: dag_id={re.escape(self.dag_id)}, task_id={re.escape(task_id)}, "
+            rf"run_id={re.escape(run_id)}, .*?try_number={try_number},",
+            tail(self.component_logs / "scheduler.log", chars=10**8),
+        )
+        return found is not None
 
     def wait_until_parsed(self) -> None:
         self.wait_for(

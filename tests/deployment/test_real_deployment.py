@@ -31,11 +31,11 @@ RUN_TIMEOUT = 180.0  # the DAG run reaches a final state
 
 
 @pytest.fixture(scope="module")
-def deployment(emulator_process: EmulatorProcess) -> Iterator[Deployment]:
+def deployment(babou_emulator_server: EmulatorProcess) -> Iterator[Deployment]:
     home = Path(tempfile.mkdtemp(prefix="babou-deployment-"))
     output_dir = home / "videos"
     output_dir.mkdir()
-    conn = {"conn_type": "babou", "host": emulator_process.api_url, "password": ALICE}
+    conn = {"conn_type": "babou", "host": babou_emulator_server.api_url, "password": ALICE}
     with running_deployment(
         home,
         DAG_ID,

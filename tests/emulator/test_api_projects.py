@@ -190,7 +190,7 @@ def test_prompt_validation_and_conflict(api: httpx.Client) -> None:
     assert conflict["hint"] == "Wait for the current prompt to complete or set force: true to override"
 
 
-def test_force_supersedes(api: httpx.Client) -> None:
+def test_force_supersedes(emulator: EmulatorControl, api: httpx.Client) -> None:
     project = api.post("/projects", json={"name": "p"}).json()["id"]
     chapter = api.post(f"/projects/{project}/chapters", json={"name": "c"}).json()["id"]
     url = f"/projects/{project}/chapters/{chapter}"
@@ -204,6 +204,9 @@ def test_force_supersedes(api: httpx.Client) -> None:
     detail = api.get(url).json()
     assert detail["status"] == "ready"  # the latest prompt completed
     assert detail["prompts"][1]["status"] == "completed"
+    assert "forced" not in detail["prompts"][1]  # Babou's API does not say; the stats do
+    counts = emulator.stats(ALICE)["key"]
+    assert (counts["prompts_submitted"], counts["prompts_forced"]) == (2, 1)
 
 
 def test_fail_marker_sets_chapter_error(api: httpx.Client) -> None:

@@ -54,9 +54,9 @@ def _is_http(case: schemathesis.Case) -> bool:
 
 
 @pytest.fixture(scope="module")
-def base_url(emulator_process: EmulatorProcess) -> str:
-    EmulatorControl(emulator_process.url).reset()
-    return emulator_process.url
+def base_url(babou_emulator_server: EmulatorProcess) -> str:
+    EmulatorControl(babou_emulator_server.url).reset()
+    return babou_emulator_server.url
 
 
 @schema.parametrize()

@@ -244,3 +244,34 @@ def test_expired_key_fails_the_first_task_at_once_without_retries(
     # The DAG allows two retries, but a retry cannot fix an expired key: one try, one request.
     assert tis["create_project"].try_number == 1
     assert emulator.stats()["total"]["responses"] == {"401": 1}
+
+
+def test_human_review_asks_each_round_and_reprompts_with_force(dagbag: Any) -> None:
+    # Its reviews wait for a person, which dag.test() cannot give (tests/deployment/
+    # test_human_review.py answers them through the REST API); here: the wiring a reviewer relies on.
+    from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+
+    dag = _load(dagbag, "babou_human_review")
+    module = dag.get_task("publish").python_callable.__globals__
+    chapters = list(module["CHAPTERS"])
+    assert dag.doc_md == module["__doc__"]
+    for round_no in (1, 2):
+        review = dag.get_task(f"review_{round_no}")
+        assert type(review) is HITLOperator
+        assert review.options == ["Approve", "Reject"]
+        assert review.params.get_param("chapter").schema["enum"] == chapters
+        assert review.params["note"] == ""
+        assert f"task_ids='{module['video_task'](round_no)}'" in review.body
+    assert isinstance(dag.get_task("review_3"), ApprovalOperator)
+    for round_no in (2, 3):
+        reprompt = dag.get_task(f"reprompt_{round_no}")
+        assert reprompt.force is True
+        assert reprompt.upstream_task_ids == {f"revise_{round_no}"}
+        assert dag.get_task(f"revise_{round_no}").upstream_task_ids == {f"review_{round_no - 1}"}
+    publish = dag.get_task("publish")
+    assert publish.upstream_task_ids == {"review_1", "review_2", "review_3"}
+    assert [a.uri for a in publish.outlets] == ["babou://videos/reviewed-launch"]
+    # Notes on a chapter pile up, oldest first, after its prompt.
+    assert module["revised_prompt"]("outro", ["Louder.", "Shorter."]) == (
+        f"{module['CHAPTERS']['outro']}\nReviewer's note: Louder.\nReviewer's note: Shorter."
+    )

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl
@@ -88,7 +89,7 @@ def test_export_and_download(hook: BabouHook, tmp_path: Path, emulator: Emulator
     target = tmp_path / "video.mp4"
     result = hook.download_export(project_id, target)
     data = target.read_bytes()
-    assert result.size == len(data) == SAMPLE_MP4.stat().st_size
+    assert result.size == len(data) == int(httpx.head(export.download_url).headers["content-length"])
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert data[4:8] == b"ftyp"
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind

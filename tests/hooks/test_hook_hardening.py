@@ -18,7 +18,7 @@ from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.hooks import _transfer
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import DownloadResult
-from tests.helpers import FAST_POLL, route_count
+from tests.helpers import FAST_POLL, completed_export, route_count
 
 DOWNLOAD = "GET /downloads/{export_id}.mp4"
 
@@ -239,22 +239,12 @@ def test_download_into_an_unwritable_directory_refused(
     _no_requests(emulator)
 
 
-def _completed_export(hook: BabouHook) -> str:
-    project = hook.create_project(name="p")
-    chapter = hook.create_chapter(project.id, name="c")
-    receipt = hook.submit_prompt(project.id, chapter.id, content="x")
-    hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=10)
-    hook.start_export(project.id)
-    hook.wait_for_export(project.id, poll=FAST_POLL, timeout=10)
-    return project.id
-
-
 def test_two_concurrent_downloads_to_one_file(
     babou_conn: str, emulator: EmulatorControl, tmp_path: Path
 ) -> None:
     emulator.configure(mp4_size=3_000_000)
     setup = BabouHook(babou_conn)
-    project_id = _completed_export(setup)
+    project_id = completed_export(setup)
     target = tmp_path / "video.mp4"
     start = threading.Barrier(2)
     outcomes: list[DownloadResult | BaseException] = []

@@ -6,9 +6,7 @@ import email.utils
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +21,7 @@ from airflow_provider_babou.hooks import _config, _http, _transfer
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import ExportStatus
 from airflow_provider_babou.polling import ExportTarget
-from tests.helpers import FAST_POLL, key_stats, route_count
+from tests.helpers import FAST_POLL, completed_export, key_stats, route_count
 from tests.keys import ALICE, EXPIRED
 
 DOWNLOAD = "GET /downloads/{export_id}.mp4"
@@ -291,19 +289,9 @@ def test_upload_input_errors(hook: BabouHook, tmp_path: Path, emulator) -> None:
 # --------------------------------------------------------------------------- downloads
 
 
-def _completed_export(hook: BabouHook) -> str:
-    project = hook.create_project(name="p")
-    chapter = hook.create_chapter(project.id, name="c")
-    receipt = hook.submit_prompt(project.id, chapter.id, content="x")
-    hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=10)
-    hook.start_export(project.id)
-    hook.wait_for_export(project.id, poll=FAST_POLL, timeout=10)
-    return project.id
-
-
 def test_download_resumes_after_drop(hook: BabouHook, emulator, tmp_path: Path) -> None:
     emulator.configure(mp4_size=2_000_000)
-    project_id = _completed_export(hook)
+    project_id = completed_export(hook)
     emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=700_000, count=2)
     result = hook.download_export(project_id, tmp_path / "v.mp4")
     reference = tmp_path / "ref.mp4"
@@ -320,8 +308,9 @@ def test_download_resumes_after_drop(hook: BabouHook, emulator, tmp_path: Path) 
 
 
 def test_download_resumes_after_one_early_drop(hook: BabouHook, emulator, tmp_path: Path) -> None:
-    project_id = _completed_export(hook)
-    emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=5000)
+    project_id = completed_export(hook)
+    # The one-chapter video is about 2 KB.
+    emulator.inject_fault("drop_after", method="GET", path="^/downloads/", after_bytes=1000)
     result = hook.download_export(project_id, tmp_path / "v.mp4")
     assert result.size == (tmp_path / "v.mp4").stat().st_size
     assert route_count(emulator, DOWNLOAD) == 2
@@ -329,7 +318,7 @@ def test_download_resumes_after_one_early_drop(hook: BabouHook, emulator, tmp_pa
 
 
 def test_download_expired_twice(hook: BabouHook, emulator, tmp_path: Path) -> None:
-    project_id = _completed_export(hook)
+    project_id = completed_export(hook)
     emulator.configure(download_ttl_seconds=0.001)
     status_before = route_count(emulator, "GET /api/v1/projects/{project_id}/export")
     with pytest.raises(BabouDownloadExpiredError, match=r"fetch the export status of prj_.* again") as info:
@@ -357,7 +346,7 @@ def test_download_expired_url_refreshed(babou_conn: str, emulator, tmp_path: Pat
             return response
 
     setup = BabouHook(babou_conn)
-    project_id = _completed_export(setup)
+    project_id = completed_export(setup)
     result = BabouHook(babou_conn, transport=Spoil()).download_export(project_id, tmp_path / "v.mp4")
     assert spoiled
     assert result.size > 0
@@ -367,7 +356,7 @@ def test_download_expired_url_refreshed(babou_conn: str, emulator, tmp_path: Pat
 def test_download_to_object_storage(hook: BabouHook, tmp_path: Path, memory_store) -> None:
     from airflow.sdk import ObjectStoragePath
 
-    project_id = _completed_export(hook)
+    project_id = completed_export(hook)
     local = hook.download_export(project_id, ObjectStoragePath(f"file://{tmp_path}/a.mp4"))
     assert (tmp_path / "a.mp4").stat().st_size == local.size
     target = ObjectStoragePath("memory://videos/out.mp4")
@@ -391,18 +380,6 @@ def test_download_before_completion(hook: BabouHook, emulator, tmp_path: Path) -
 
 
 # --------------------------------------------------------------------------- MockTransport-only cases
-
-
-@pytest.fixture
-def mock_hook(monkeypatch: pytest.MonkeyPatch) -> Callable[..., BabouHook]:
-    """A hook on ``babou_mock`` (``https://api.babou.test``, key ALICE) answered by ``handler``."""
-
-    def make(handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -> BabouHook:
-        conn = {"conn_type": "babou", "host": "https://api.babou.test/api/v1", "password": ALICE}
-        monkeypatch.setenv("AIRFLOW_CONN_BABOU_MOCK", json.dumps(conn))
-        return BabouHook("babou_mock", transport=httpx.MockTransport(handler), **kw)
-
-    return make
 
 
 @pytest.mark.parametrize(

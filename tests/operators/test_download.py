@@ -91,6 +91,29 @@ def test_download_to_object_storage_path(env: Env, tmp_path: Path) -> None:
     assert (tmp_path / "video.mp4").stat().st_size == result["size"]
 
 
+def test_download_to_s3_feeds_the_asset_event(env: Env, s3_server, s3_bucket) -> None:
+    # A templated s3:// string naming the aws connection; streaming is tested in test_hook_s3.py.
+    project_id = env.completed_export()
+    video = Asset("babou://video")
+    destination = f"s3://babou_s3@{s3_bucket}/run-1/video.mp4"
+    op = BabouDownloadExportOperator(
+        task_id="d", project_id=project_id, destination=destination, outlets=[video]
+    )
+    context = make_context()
+    result = op.execute(context)
+    assert result["path"] == destination
+    data = s3_server.client().get_object(Bucket=s3_bucket, Key="run-1/video.mp4")["Body"].read()
+    assert data[4:8] == b"ftyp"
+    assert context["outlet_events"][video].extra == {
+        "project_id": project_id,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "path": destination,
+    }
+    with pytest.raises(BabouInputError, match="already exists"):
+        op.execute(make_context())
+
+
 def test_download_to_s3_through_the_named_connection(env: Env, s3_server: MotoServer, s3_bucket: str) -> None:
     # An s3:// string goes through ObjectStoragePath with dest_conn_id: without it the scheme's
     # default connection (aws_default, absent here) would be used and the write would fail.
