@@ -170,7 +170,8 @@ def as_location(value: Any, conn_id: str | None = None) -> Any:
         (``s3://conn_id@bucket/key``) or the scheme's default connection (``aws_default``).
     """
     if isinstance(value, str) and "://" in value:
-        return ObjectStoragePath(value, conn_id=conn_id or None)
+        # Airflow 3.1 takes an explicit conn_id=None over the URL's own: pass it only when set.
+        return ObjectStoragePath(value, conn_id=conn_id) if conn_id else ObjectStoragePath(value)
     return value
 
 
