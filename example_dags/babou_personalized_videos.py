@@ -6,6 +6,11 @@ between its stages, so waiting costs no worker slot). Deferred tasks don't count
 ``--include-deferred``: ``airflow pools set babou_api 4 "Babou videos in flight" --include-deferred``.
 Its size then caps how many videos are in flight at once; the per-key request budget of the
 connection (``rate_limit``) caps the request rate.
+
+The videos go to a local folder by default (``BABOU_OUTPUT_DIR``); the ``output`` and
+``output_conn_id`` params send a run's videos to object storage, e.g. ``--conf '{"output":
+"s3://my-bucket/campaign"}'`` (see babou_video_pipeline.py for why a param). Each video's Asset
+event carries its ``path``, ``size`` and ``sha256``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Asset, Param, task
 
 from airflow_provider_babou.operators.babou import BabouGenerateVideoOperator
 
@@ -25,6 +30,7 @@ RECIPIENTS_CSV = Path(
 )
 OUTPUT_DIR = os.environ.get("BABOU_OUTPUT_DIR", "/tmp/babou-videos")
 BABOU_POOL = "babou_api"
+PERSONALIZED_VIDEOS = Asset("babou://videos/personalized")
 
 # [START howto_babou_personalized_videos]
 with DAG(
@@ -34,17 +40,22 @@ with DAG(
     start_date=datetime(2025, 1, 1),
     catchup=False,
     tags=["babou", "example"],
+    params={
+        "output": Param(OUTPUT_DIR, type="string", description="a local folder or s3://bucket/prefix"),
+        "output_conn_id": Param("aws_default", type="string", description="connection for s3:// output"),
+    },
 ) as dag:
 
     @task
-    def read_recipients() -> list[dict[str, Any]]:
+    def read_recipients(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Turn each CSV row into the keyword arguments of one mapped video task."""
+        output = str((params or {}).get("output") or OUTPUT_DIR).rstrip("/")
         with RECIPIENTS_CSV.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
         return [
             {
                 "project_name": f"Renewal {row['customer_id']}"[:30],
-                "destination": f"{OUTPUT_DIR}/personalized/{row['customer_id']}.mp4",
+                "destination": f"{output}/personalized/{row['customer_id']}.mp4",
                 "chapters": [
                     {
                         "name": "greeting",
@@ -64,6 +75,8 @@ with DAG(
     BabouGenerateVideoOperator.partial(
         task_id="personalized_video",
         pool=BABOU_POOL,
+        dest_conn_id="{{ params.output_conn_id }}",
+        outlets=[PERSONALIZED_VIDEOS],
         overwrite=True,
         deferrable=True,
         poll_interval=1,

@@ -2,6 +2,13 @@
 
 project -> three chapters -> a prompt per chapter (deferred until built) -> export (deferred
 until rendered) -> download. Run it against the local emulator with ``bash .ci/demo``.
+
+The MP4 goes to a local folder by default (``BABOU_OUTPUT_DIR``, else /tmp/babou-videos). A run
+can send it to object storage instead, through ``ObjectStoragePath`` and an Airflow connection:
+``airflow dags trigger babou_video_pipeline --conf '{"output": "s3://my-bucket/videos",
+"output_conn_id": "aws_default"}'``. The destination is a DAG param, not an environment variable,
+because workers on other machines must all write where the run says: the run's conf lives in the
+metadata DB, while each worker parses this file with its own environment.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG, Asset, Param
 
 from airflow_provider_babou.operators.babou import (
     BabouCreateChapterOperator,
@@ -38,6 +45,10 @@ with DAG(
     catchup=False,
     tags=["babou", "example"],
     default_args={"retries": 2},
+    params={
+        "output": Param(OUTPUT_DIR, type="string", description="a local folder or s3://bucket/prefix"),
+        "output_conn_id": Param("aws_default", type="string", description="connection for s3:// output"),
+    },
 ) as dag:
     create_project = BabouCreateProjectOperator(
         task_id="create_project",
@@ -75,7 +86,9 @@ with DAG(
     download = BabouDownloadExportOperator(
         task_id="download_video",
         project_id=project_id,
-        destination=OUTPUT_DIR + "/{{ dag.dag_id }}/{{ run_id | replace(':', '-') | replace('+', '-') }}.mp4",
+        destination="{{ params.output.rstrip('/') }}/{{ dag.dag_id }}/"
+        "{{ run_id | replace(':', '-') | replace('+', '-') }}.mp4",
+        dest_conn_id="{{ params.output_conn_id }}",
         overwrite=True,
         outlets=[PRODUCT_VIDEO],
     )

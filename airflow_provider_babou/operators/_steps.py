@@ -163,16 +163,21 @@ def start_or_attach_export(hook: BabouHook, project_id: str, *, reuse_completed:
     return "started"
 
 
-def as_location(value: Any) -> Any:
-    """Turn a templated ``scheme://...`` string into an :class:`ObjectStoragePath`; keep anything else."""
+def as_location(value: Any, conn_id: str | None = None) -> Any:
+    """Turn a templated ``scheme://...`` string into an :class:`ObjectStoragePath`; keep anything else.
+
+    :param conn_id: the connection of that storage; without it, the URL's own
+        (``s3://conn_id@bucket/key``) or the scheme's default connection (``aws_default``).
+    """
     if isinstance(value, str) and "://" in value:
-        return ObjectStoragePath(value)
+        # Airflow 3.1 takes an explicit conn_id=None over the URL's own: pass it only when set.
+        return ObjectStoragePath(value, conn_id=conn_id) if conn_id else ObjectStoragePath(value)
     return value
 
 
-def checked_destination(destination: Any, *, overwrite: bool) -> Any:
+def checked_destination(destination: Any, *, overwrite: bool, conn_id: str | None = None) -> Any:
     """Check a destination before any remote work; missing parent directories are allowed (created later)."""
-    destination = as_location(destination)
+    destination = as_location(destination, conn_id)
     check_destination(destination, overwrite=overwrite, create_parents=True)
     return destination
 

@@ -33,11 +33,13 @@ class BabouDownloadExportOperator(BabouBaseOperator):
     :param project_id: the exported project.
     :param destination: a file path or an :class:`~airflow.sdk.ObjectStoragePath` (``s3://...``
         strings are turned into one).
+    :param dest_conn_id: the connection of an object-storage ``destination`` given as a string
+        (e.g. ``aws_default`` for ``s3://...``); ignored for a local path.
     :param overwrite: replace an existing file at ``destination`` instead of failing.
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     """
 
-    template_fields: Sequence[str] = ("project_id", "destination")
+    template_fields: Sequence[str] = ("project_id", "destination", "dest_conn_id")
     operator_extra_links = (BabouProjectLink(), BabouVideoLink())
 
     def __init__(
@@ -45,17 +47,21 @@ class BabouDownloadExportOperator(BabouBaseOperator):
         *,
         project_id: str,
         destination: str | os.PathLike[str] | ObjectStoragePath,
+        dest_conn_id: str | None = None,
         overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.project_id = project_id
         self.destination = destination
+        self.dest_conn_id = dest_conn_id
         self.overwrite = overwrite
 
     def execute(self, context: Context) -> dict[str, Any]:
         project_id = check_id("project", self.project_id)
-        destination = checked_destination(self.destination, overwrite=self.overwrite)
+        destination = checked_destination(
+            self.destination, overwrite=self.overwrite, conn_id=self.dest_conn_id
+        )
         with self.session() as hook:
             self.persist_project_link(context, hook, project_id)
             self.babou_lineage = BabouLineage(

@@ -110,6 +110,8 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
     :param project_name: the project's name, 1-30 characters.
     :param chapters: the chapters in order, each ``{"name", "prompt", "duration" (optional)}``.
     :param destination: where to write the MP4: a file path or an :class:`~airflow.sdk.ObjectStoragePath`.
+    :param dest_conn_id: the connection of an object-storage ``destination`` given as a string
+        (e.g. ``aws_default`` for ``s3://...``); ignored for a local path.
     :param description: an optional project description (the run marker is appended).
     :param overwrite: replace an existing file at ``destination`` instead of failing.
     :param deferrable: wait in the triggerer instead of occupying a worker slot.
@@ -118,7 +120,13 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     """
 
-    template_fields: Sequence[str] = ("project_name", "chapters", "destination", "description")
+    template_fields: Sequence[str] = (
+        "project_name",
+        "chapters",
+        "destination",
+        "dest_conn_id",
+        "description",
+    )
     operator_extra_links = (BabouProjectLink(), BabouVideoLink())
 
     def __init__(
@@ -127,6 +135,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
         project_name: str,
         chapters: list[dict[str, Any]],
         destination: str | os.PathLike[str] | ObjectStoragePath,
+        dest_conn_id: str | None = None,
         description: str | None = None,
         overwrite: bool = False,
         deferrable: bool = default_deferrable(),
@@ -138,6 +147,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
         self.project_name = project_name
         self.chapters = chapters
         self.destination = destination
+        self.dest_conn_id = dest_conn_id
         self.description = description
         self.overwrite = overwrite
 
@@ -180,7 +190,9 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
         marker = run_marker(context)
         description = description_with_marker(check_description(self.description), marker)
         specs = self._specs()
-        destination = checked_destination(self.destination, overwrite=self.overwrite)
+        destination = checked_destination(
+            self.destination, overwrite=self.overwrite, conn_id=self.dest_conn_id
+        )
         progress = VideoProgress(deadline=time.time() + self.timeout)
         with self.session() as hook:
             try:
@@ -229,8 +241,9 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
                 # dag.test() resumes with the event only, dropping the defer kwargs; every stage is
                 # idempotent, so the progress is rebuilt from Babou with GETs alone.
                 state = state or self._rebuild(context, hook)
-                self._record_lineage(state, self._specs(), self.destination)
-                result: dict[str, Any] = stage(context, hook, state, as_location(self.destination))
+                destination = as_location(self.destination, self.dest_conn_id)
+                self._record_lineage(state, self._specs(), destination)
+                result: dict[str, Any] = stage(context, hook, state, destination)
                 return result
             except BabouError as err:
                 raise _annotate(err, state, run_marker(context)) from None

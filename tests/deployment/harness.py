@@ -1,5 +1,6 @@
 """Machinery shared by the real-deployment tests: Airflow components as separate processes in a
-fresh AIRFLOW_HOME, on SQLite or on a private Postgres cluster, plus diagnostics and log scans.
+fresh AIRFLOW_HOME, on SQLite or on a private Postgres cluster (``services``), plus diagnostics
+and log scans.
 
 Everything is bounded by a timeout, and everything started here is stopped by PID (process group)
 or dropped (the Postgres cluster) by the context managers, even when a test fails.
@@ -8,38 +9,35 @@ or dropped (the Postgres cluster) by the context managers, even when a test fail
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import IO, Any, TypeVar
 
+import av
 import httpx
+import psutil
 
+from tests.deployment.services import TAIL_CHARS, Database, free_port
+
+REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 STARTUP_TIMEOUT = 90.0  # api-server healthy and DAG parsed (2 shared cores)
 CLI_TIMEOUT = 60.0
 STOP_GRACE = 15.0
-TAIL_CHARS = 3000
 DIAGNOSTICS_CHARS = 60_000  # a failure message stays readable with 20 mapped tasks under chaos
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tail(path: Path, chars: int = TAIL_CHARS) -> str:
@@ -95,6 +93,19 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``'s process group and every descendant, also those in groups of their own (the
+    task SDK puts each task process in its own group): a machine that dies takes all of them."""
+    try:
+        members = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        members = [pid]
+    for member in members:
+        for kill, target in ((os.killpg, member), (os.kill, member)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(target, signal.SIGKILL)
+
+
 def key_leaks(folders: Iterable[Path], key: str) -> list[str]:
     """Every file under ``folders`` whose bytes contain ``key``."""
     needle = key.encode()
@@ -107,123 +118,30 @@ def key_leaks(folders: Iterable[Path], key: str) -> list[str]:
     ]
 
 
-# -- metadata databases ----------------------------------------------------------------------------
+# -- what the example DAGs read and write -----------------------------------------------------------
 
 
-class Database(Protocol):
-    """Where a deployment keeps its metadata, and a read-only way to look into it."""
-
-    url: str  # SQLAlchemy URL for AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
-
-    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Run one read query (``?`` placeholders); [] when the table is not there yet."""
-        ...
-
-
-class SqliteDatabase:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.url = f"sqlite:///{path}"
-
-    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        if not self.path.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError:  # table not there yet, or locked past the timeout
-            return []
-        finally:
-            conn.close()
+def write_recipients(path: Path, prefix: str, rows: int) -> list[str]:
+    """Write the CSV ``babou_personalized_videos`` reads: ``rows`` customers ``<prefix>-NN``; their ids."""
+    ids = [f"{prefix}-{i:02d}" for i in range(1, rows + 1)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["customer_id", "first_name", "plan", "renewal_date"])
+        for i, customer in enumerate(ids):
+            writer.writerow([customer, f"Name{i}", "Pro", f"2026-12-{i % 28 + 1:02d}"])
+    return ids
 
 
-PG_MISSING = (
-    "pg_createcluster is not installed: these tests start a private PostgreSQL cluster. Run them "
-    "through .ci/test (it installs Debian's postgresql package when pg_createcluster is missing) "
-    "or `apt-get install -y postgresql`."
-)
-
-
-def installed_pg_version() -> str:
-    """The newest PostgreSQL server installed the Debian way (``/usr/lib/postgresql/N``); 15 on
-    the project's machines. ``BABOU_PG_VERSION`` overrides it."""
-    versions = [p.parent.parent.name for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
-    numeric = sorted((v for v in versions if v.isdigit()), key=int)
-    return os.environ.get("BABOU_PG_VERSION") or (numeric[-1] if numeric else "15")
-
-
-class PostgresCluster:
-    """A private PostgreSQL cluster (Debian's ``pg_createcluster``) with user and database ``airflow``.
-
-    Runs as root (``su postgres`` creates the role); :meth:`drop` stops and deletes it.
-    """
-
-    def __init__(self, name: str, port: int, version: str | None = None) -> None:
-        self.name = name
-        self.port = port
-        self.version = version or installed_pg_version()
-        self.url = f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
-        self.created = False
-
-    def _run(self, *cmd: str, timeout: float = 120) -> None:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(cmd)} exited {result.returncode}\n"
-                f"stdout:\n{result.stdout[-TAIL_CHARS:]}\nstderr:\n{result.stderr[-TAIL_CHARS:]}"
-            )
-
-    def create(self) -> None:
-        if shutil.which("pg_createcluster") is None:
-            raise AssertionError(PG_MISSING)
-        self.created = True  # from here on, drop() cleans up whatever exists
-        self._run(
-            "pg_createcluster", self.version, self.name, "-p", str(self.port),
-            "--", "--auth-local=trust", "--auth-host=trust",
-        )  # fmt: skip
-        self._run("pg_ctlcluster", self.version, self.name, "start")
-        for statement in ("CREATE USER airflow", "CREATE DATABASE airflow OWNER airflow"):
-            self._run("su", "postgres", "-c", f'psql -q -p {self.port} -c "{statement};"')
-
-    def drop(self) -> None:
-        """Stop and delete the cluster (data, config and log), if it got as far as existing."""
-        if self.created and self.exists():
-            self._run("pg_dropcluster", "--stop", self.version, self.name)
-        self.created = False
-
-    def exists(self) -> bool:
-        result = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, timeout=30)
-        return any(line.split()[:2] == [self.version, self.name] for line in result.stdout.splitlines())
-
-    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        import psycopg2
-
-        try:
-            conn = psycopg2.connect(
-                host="127.0.0.1", port=self.port, user="airflow", dbname="airflow", connect_timeout=10
-            )
-        except psycopg2.Error:
-            return []
-        try:
-            conn.set_session(readonly=True, autocommit=True)
-            with conn.cursor() as cursor:
-                cursor.execute(sql.replace("?", "%s"), params)
-                return list(cursor.fetchall())
-        except psycopg2.Error:  # table not there yet
-            return []
-        finally:
-            conn.close()
-
-
-@contextlib.contextmanager
-def postgres_cluster(prefix: str = "babou") -> Iterator[PostgresCluster]:
-    """A fresh cluster on a free port, dropped on exit (also when the body fails)."""
-    cluster = PostgresCluster(f"{prefix}_{secrets.token_hex(4)}", free_port())
+def unplayable(video: str | IO[bytes], name: str) -> str | None:
+    """None when PyAV opens ``video`` (a path or bytes) as an MP4 and decodes a video frame from
+    it, else why not."""
     try:
-        cluster.create()
-        yield cluster
-    finally:
-        cluster.drop()
+        with av.open(video) as container:
+            next(container.decode(video=0))
+    except Exception as exc:  # any failure to decode is the finding
+        return f"{name}: not a playable MP4 ({type(exc).__name__}: {exc})"
+    return None
 
 
 # -- the deployment --------------------------------------------------------------------------------
@@ -266,6 +184,25 @@ def deployment_env(home: Path, dags: Path, db: Database, api_port: int, **extra:
     return env
 
 
+def component_env(env: dict[str, str], name: str, home: Path | None = None, **extra: str) -> dict[str, str]:
+    """``env`` for one more component called ``name``: Airflow records ``name`` as its hostname (see
+    ``hostname``). With ``home``, it gets an AIRFLOW_HOME, DAG folder and TMPDIR of its own there (a
+    machine of its own: a Celery worker shares no disk with the rest)."""
+    env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.deployment.hostname.component_name",
+        "BABOU_COMPONENT_NAME": name,
+    }
+    if home is not None:
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        env.update(
+            AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"), TMPDIR=str(home / "tmp")
+        )
+    env.update(extra)
+    return env
+
+
 _MISMATCH = re.compile(r"finished with state (\w+), but the task instance's state attribute is (\w+)")
 
 
@@ -289,11 +226,18 @@ class Deployment:
     api_url: str
     passed: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    killed: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # on purpose, by kill()
+    # Task logs of components with an AIRFLOW_HOME of their own (e.g. Celery workers on other disks).
+    extra_logs: list[Path] = field(default_factory=list)
     token: str | None = None
 
     @property
     def logs(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def log_roots(self) -> list[Path]:
+        return [self.logs, *self.extra_logs]
 
     @property
     def component_logs(self) -> Path:
@@ -315,13 +259,15 @@ class Deployment:
         """Read the metadata DB (read-only; the components hold the writers)."""
         return self.db.query(sql, *params)
 
-    def start(self, component: str) -> None:
+    def start(self, name: str, *command: str, env: dict[str, str] | None = None) -> None:
+        """Start ``airflow <command>`` (default: ``airflow <name>``) as component ``name``, in the
+        deployment's environment or ``env``; its output goes to ``component-logs/<name>.log``."""
         self.component_logs.mkdir(exist_ok=True)
-        log = (self.component_logs / f"{component}.log").open("wb")
+        log = (self.component_logs / f"{name}.log").open("wb")
         try:
-            self.procs[component] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", component],
-                env=self.env,
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", *(command or (name,))],
+                env=env or self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -329,6 +275,14 @@ class Deployment:
             )
         finally:
             log.close()  # the child holds its own descriptor
+
+    def kill(self, name: str) -> None:
+        """SIGKILL component ``name`` with all its processes (a lost machine); it no longer counts
+        as exited early."""
+        proc = self.procs.pop(name)
+        self.killed[name] = proc
+        kill_tree(proc.pid)
+        proc.wait(10)
 
     def check_running(self) -> None:
         dead = {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
@@ -420,10 +374,13 @@ class Deployment:
         return sorted((str(r[0]), int(r[1]), r[2], int(r[3])) for r in rows)
 
     def attempt_log(self, run_id: str, task_id: str, map_index: int, try_number: int) -> Path:
-        folder = self.logs / f"dag_id={self.dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        relative = Path(f"dag_id={self.dag_id}", f"run_id={run_id}", f"task_id={task_id}")
         if map_index >= 0:
-            folder = folder / f"map_index={map_index}"
-        return folder / f"attempt={try_number}.log"
+            relative = relative / f"map_index={map_index}"
+        relative = relative / f"attempt={try_number}.log"
+        return next(
+            (root / relative for root in self.log_roots if (root / relative).exists()), self.logs / relative
+        )
 
     def lost_tries(self, run_id: str) -> list[TaskTry]:
         """Every try of the run's task instances that did not end in success, with what ended it:
@@ -493,7 +450,12 @@ class Deployment:
         return "\n".join(lines)
 
     def stop(self) -> list[str]:
-        """SIGTERM every component's process group, SIGKILL what is left after the grace period."""
+        """SIGTERM every component's process group, SIGKILL what is left after the grace period
+        (with the descendants that left the group: task processes have groups of their own)."""
+        descendants: list[psutil.Process] = []
+        for proc in self.procs.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                descendants += psutil.Process(proc.pid).children(recursive=True)
         for proc in self.procs.values():
             if proc.poll() is None or group_alive(proc.pid):
                 with contextlib.suppress(ProcessLookupError):
@@ -514,11 +476,16 @@ class Deployment:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 killed.append(f"{name} (pid {proc.pid} did not die after SIGKILL)")
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    killed.append(f"{child.name()} (pid {child.pid}, outside its component's group)")
+                    child.kill()
         return killed
 
     def task_log_files(self) -> list[Path]:
-        return (
-            sorted(p for p in self.logs.rglob("*.log") if "dag_id=" in str(p)) if self.logs.exists() else []
+        return sorted(
+            p for root in self.log_roots if root.exists() for p in root.rglob("*.log") if "dag_id=" in str(p)
         )
 
     def trigger_log_files(self) -> list[Path]:
@@ -534,36 +501,46 @@ class Deployment:
         errors = self.query("SELECT filename, stacktrace FROM import_error")
         parts = [f"AIRFLOW_HOME={self.home}", f"dag_run: {runs}", f"task_instance: {sorted(tis)}"]
         parts.append(f"import_error: {errors}")
-        for name in COMPONENTS:
-            path = self.component_logs / f"{name}.log"
-            parts.append(f"----- {name} ({path}) -----\n{tail(path)}")
+        for path in sorted(self.component_logs.glob("*.log")):
+            parts.append(f"----- {path.stem} ({path}) -----\n{tail(path)}")
         for path in self.task_log_files():
             if run_id is None or f"run_id={run_id}" in str(path):
-                parts.append(f"----- {path.relative_to(self.logs)} -----\n{summarise_task_log(path)}")
+                parts.append(f"----- {path} -----\n{summarise_task_log(path)}")
         text = "\n".join(parts)
         if len(text) > DIAGNOSTICS_CHARS:
             text = f"{text[: DIAGNOSTICS_CHARS // 2]}\n[... cut ...]\n{text[-DIAGNOSTICS_CHARS // 2 :]}"
         return text
 
 
+def copy_dags(dag_files: Iterable[Path], folder: Path) -> Path:
+    """Copy DAG files (and folders, e.g. their data) into ``folder``; return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in dag_files:
+        copy = shutil.copytree if path.is_dir() else shutil.copy
+        copy(path, folder / path.name)
+    return folder
+
+
 @contextlib.contextmanager
 def running_deployment(
-    home: Path, dag_id: str, db: Database, dag_files: Iterable[Path], **extra_env: str
+    home: Path,
+    dag_id: str,
+    db: Database,
+    dag_files: Iterable[Path],
+    components: Iterable[str] = COMPONENTS,
+    **extra_env: str,
 ) -> Iterator[Deployment]:
-    """Migrate the DB, start the four components and wait for the api-server; stop them on exit.
+    """Migrate the DB, start ``components`` and wait for the api-server; stop them on exit.
 
     AIRFLOW_HOME is removed on exit when the test set ``deployment.passed``, kept otherwise.
     """
-    dags = home / "dags"
-    dags.mkdir(parents=True, exist_ok=True)
-    for path in dag_files:
-        shutil.copy(path, dags)
+    dags = copy_dags(dag_files, home / "dags")
     api_port = free_port()
     env = deployment_env(home, dags, db, api_port, **extra_env)
     deployment = Deployment(home=home, dag_id=dag_id, db=db, env=env, api_url=f"http://127.0.0.1:{api_port}")
     try:
         deployment.airflow("db", "migrate", timeout=180)
-        for component in COMPONENTS:
+        for component in components:
             deployment.start(component)
         deployment.wait_for("the api-server health endpoint", deployment.api_healthy, STARTUP_TIMEOUT)
         yield deployment

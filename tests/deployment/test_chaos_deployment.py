@@ -18,7 +18,6 @@ the outage run about 1 min; the module about 4.5 min. Both CI jobs run it (.ci/t
 
 from __future__ import annotations
 
-import csv
 import json
 import tempfile
 import time
@@ -28,19 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess
 from tests.conftest import REPO
-from tests.deployment.harness import (
-    Deployment,
-    PostgresCluster,
-    key_leaks,
-    postgres_cluster,
-    running_deployment,
-)
+from tests.deployment.harness import Deployment, key_leaks, running_deployment, unplayable, write_recipients
+from tests.deployment.services import PostgresCluster, postgres_cluster
 from tests.keys import ALICE
 
 pytestmark = pytest.mark.deployment
@@ -114,26 +107,9 @@ def campaign(chaos_emulator: EmulatorControl, postgres: PostgresCluster) -> Iter
         deployment.passed = bool(results) and all(results)
 
 
-def _write_recipients(path: Path, prefix: str, rows: int) -> list[str]:
-    ids = [f"{prefix}-{i:02d}" for i in range(1, rows + 1)]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["customer_id", "first_name", "plan", "renewal_date"])
-        for i, customer in enumerate(ids):
-            writer.writerow([customer, f"Name{i}", "Pro", f"2026-12-{i % 28 + 1:02d}"])
-    return ids
-
-
 def _check_video(path: Path) -> str | None:
     """None when ``path`` is an MP4 that PyAV opens and decodes a video frame from, else why not."""
-    if not path.is_file():
-        return f"{path.name}: missing"
-    try:
-        with av.open(str(path)) as container:
-            next(container.decode(video=0))
-    except Exception as exc:  # any failure to decode is the finding
-        return f"{path.name}: not a playable MP4 ({type(exc).__name__}: {exc})"
-    return None
+    return unplayable(str(path), path.name) if path.is_file() else f"{path.name}: missing"
 
 
 def _run(
@@ -151,7 +127,7 @@ def _run(
         "SELECT run_id, state FROM dag_run WHERE dag_id = ? AND state NOT IN ('success', 'failed')", DAG_ID
     )
     assert not busy, f"an earlier scenario left runs unfinished: {busy}"
-    ids = _write_recipients(campaign.csv_path, prefix, rows)
+    ids = write_recipients(campaign.csv_path, prefix, rows)
     run_id = f"{prefix}-{int(time.time())}"
     started = time.monotonic()
     deployment.airflow("dags", "trigger", DAG_ID, "--run-id", run_id)

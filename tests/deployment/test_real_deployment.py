@@ -20,7 +20,8 @@ import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess
 from tests.conftest import REPO
-from tests.deployment.harness import TAIL_CHARS, Deployment, SqliteDatabase, key_leaks, running_deployment
+from tests.deployment.harness import TAIL_CHARS, Deployment, key_leaks, running_deployment
+from tests.deployment.services import SqliteDatabase
 from tests.keys import ALICE
 
 pytestmark = pytest.mark.deployment

@@ -52,12 +52,12 @@ def babou_env(make_conn: Callable[..., str], tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _run(dag: Any, logical_date: datetime | None = None) -> Any:
+def _run(dag: Any, logical_date: datetime | None = None, conf: dict[str, Any] | None = None) -> Any:
     for task in dag.tasks:  # retries must not wait the default five minutes
         task.retry_delay = timedelta(seconds=0)
     if logical_date is None:
-        return dag.test()
-    return dag.test(logical_date=logical_date, run_after=logical_date)
+        return dag.test(run_conf=conf)
+    return dag.test(logical_date=logical_date, run_after=logical_date, run_conf=conf)
 
 
 def _states(dag_run: Any) -> dict[str, str]:
@@ -249,14 +249,10 @@ def test_assets_dag_uploads_two_assets_and_references_them(
     assert clip_id in prompt_text
 
 
-def test_personalized_videos_one_per_csv_row(
-    dagbag: Any, emulator: EmulatorControl, babou_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_personalized_videos_one_per_csv_row(dagbag: Any, emulator: EmulatorControl, babou_env: Path) -> None:
     dag = _load(dagbag, "babou_personalized_videos")
-    reader = dag.get_task("read_recipients")
-    monkeypatch.setitem(reader.python_callable.__globals__, "OUTPUT_DIR", str(babou_env))
 
-    dag_run = _run(dag)
+    dag_run = _run(dag, conf={"output": str(babou_env)})
 
     states = _states(dag_run)
     assert dag_run.state == "success", states

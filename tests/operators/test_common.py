@@ -42,8 +42,11 @@ def test_missing_connection_and_bad_key(env: Env, monkeypatch: pytest.MonkeyPatc
         (BabouSubmitPromptOperator, {"project_id", "chapter_id", "content"}),
         (BabouStartExportOperator, {"project_id"}),
         (BabouUploadAssetOperator, {"source", "content_type"}),
-        (BabouDownloadExportOperator, {"project_id", "destination"}),
-        (BabouGenerateVideoOperator, {"project_name", "chapters", "destination", "description"}),
+        (BabouDownloadExportOperator, {"project_id", "destination", "dest_conn_id"}),
+        (
+            BabouGenerateVideoOperator,
+            {"project_name", "chapters", "destination", "dest_conn_id", "description"},
+        ),
     ],
 )
 def test_template_fields(cls: Any, fields: set[str]) -> None:

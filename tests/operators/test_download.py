@@ -12,6 +12,7 @@ from airflow.sdk import Asset, ObjectStoragePath
 from airflow_provider_babou.exceptions import BabouError, BabouInputError
 from airflow_provider_babou.operators.babou import BabouDownloadExportOperator
 from tests.operators.conftest import BAD_DESTINATIONS, Env, bad_destinations, make_context
+from tests.s3 import MotoServer
 
 
 class TestDownloadExport:
@@ -111,3 +112,20 @@ def test_download_to_s3_feeds_the_asset_event(env: Env, s3_server, s3_bucket) ->
     }
     with pytest.raises(BabouInputError, match="already exists"):
         op.execute(make_context())
+
+
+def test_download_to_s3_through_the_named_connection(env: Env, s3_server: MotoServer, s3_bucket: str) -> None:
+    # An s3:// string goes through ObjectStoragePath with dest_conn_id: without it the scheme's
+    # default connection (aws_default, absent here) would be used and the write would fail.
+    project_id = env.completed_export()
+    op = BabouDownloadExportOperator(
+        task_id="d",
+        project_id=project_id,
+        destination=f"s3://{s3_bucket}/runs/v.mp4",
+        dest_conn_id="babou_s3",
+    )
+    result = op.execute(make_context())
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key="runs/v.mp4")["Body"].read()
+    assert (len(body), hashlib.sha256(body).hexdigest()) == (result["size"], result["sha256"])
+    assert result["path"].startswith("s3://")
+    assert result["path"].endswith(f"{s3_bucket}/runs/v.mp4")
