@@ -88,8 +88,8 @@ def test_prompt_deferred_carries_its_text_and_ids(env: Env) -> None:
     op = BabouSubmitPromptOperator(task_id="s", **kwargs)
     op.execute_complete(context, drive(trigger))
     lineage = _facets(op, ti)
-    pushed = {k: ti.xcoms[k] for k in ("project_id", "chapter_id", "prompt_id")}
-    assert _run_facet(lineage) == pushed
+    ids = {"project_id": project_id, "chapter_id": chapter_id, "prompt_id": ti.xcoms["prompt_id"]}
+    assert _run_facet(lineage) == ids
     job = Serde.to_dict(lineage.job_facets["babouPrompts"])
     assert job["prompts"] == [{"chapter_id": chapter_id, "content": "A lighthouse at dusk"}]
     assert job["_schemaURL"].endswith("#/$defs/BabouPromptsJobFacet")
@@ -127,7 +127,7 @@ def test_download_writes_the_mp4_as_a_file_dataset(env: Env, tmp_path: Path) -> 
     assert destination.is_file()
     assert _names(lineage.outputs) == [("file", str(destination))]
     assert _names(lineage.inputs) == [(_babou(env), f"projects/{project_id}/export")]
-    assert _run_facet(lineage) == {"project_id": ti.xcoms["project_id"]}
+    assert _run_facet(lineage) == {"project_id": project_id}
 
 
 def test_upload_reads_the_source_file(env: Env, tmp_path: Path) -> None:
