@@ -65,6 +65,9 @@ with DAG(
         timeout=1800,
     )
 
+    # Babou plays chapters in creation order, so they are created one after another; the prompts
+    # (the slow part) still build in parallel.
+    previous = create_project
     for chapter_name, prompt in CHAPTERS.items():
         create_chapter = BabouCreateChapterOperator(
             task_id=f"create_chapter_{chapter_name}",
@@ -81,7 +84,8 @@ with DAG(
             poll_interval=1,
             timeout=900,
         )
-        create_project >> create_chapter >> submit_prompt >> start_export
+        previous >> create_chapter >> submit_prompt >> start_export
+        previous = create_chapter
 
     download = BabouDownloadExportOperator(
         task_id="download_video",
