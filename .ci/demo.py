@@ -65,7 +65,7 @@ def _summarise(dag_run, run_seconds: float, total_seconds: float) -> int:  # typ
     for ti in tis:
         seconds = (ti.end_date - ti.start_date).total_seconds() if ti.start_date and ti.end_date else 0.0
         ids = {}
-        for key in ("project_id", "chapter_id", "prompt_id"):
+        for key in ("project_id", "chapter_id", "prompt_id", "export_id"):
             value = ti.xcom_pull(task_ids=ti.task_id, key=key)
             if value:
                 ids[key] = value
@@ -88,8 +88,11 @@ def _describe_video(path: Path) -> str:
         return "  (install PyAV to print the stream details)"
     with av.open(str(path)) as container:
         streams = ", ".join(f"{s.type} {s.codec_context.name}" for s in container.streams)
+        # The emulator draws one title card (a keyframe) per chapter, in playback order.
+        cards = [f"{float(frame.time or 0):.1f}" for frame in container.decode(video=0) if frame.key_frame]
         return (
-            f"  opens as a {container.format.name} container with {streams}, {container.duration / 1e6:.1f} s"
+            f"  opens as a {container.format.name} container with {streams}, {container.duration / 1e6:.1f} s;"
+            f" chapter title cards start at {', '.join(cards)} s"
         )
 
 
