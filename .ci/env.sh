@@ -15,7 +15,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # BABOU_PIN adds requirements and BABOU_UV_ARGS resolver options; the floor job in .ci/test uses
 # them to install Airflow 3.1.0 with the dependency versions that were current when it came out.
+# Without a pin the newest job is not the newest Airflow: from nothing, uv settles on apache-airflow
+# 3.2.2 with newer cadwyn and fastapi (seen 2026-11-25). So the default job asks for the Airflow
+# release we build against, or newer.
 # shellcheck disable=SC2086
-VIRTUAL_ENV="$VENV" uv pip install --quiet ${BABOU_UV_ARGS:-} -e "$ROOT[${BABOU_EXTRAS:-dev}]" ${BABOU_PIN:-}
+VIRTUAL_ENV="$VENV" uv pip install --quiet ${BABOU_UV_ARGS:-} -e "$ROOT[${BABOU_EXTRAS:-dev}]" ${BABOU_PIN:-"apache-airflow>=3.3.2"}
 export PATH="$VENV/bin:$PATH"
 export VIRTUAL_ENV="$VENV"

@@ -40,9 +40,9 @@ ROUND_TIMEOUT = 120.0  # a render (or a re-render) reaches its review
 
 
 @pytest.fixture(scope="module")
-def deployment(emulator_process: EmulatorProcess) -> Iterator[Deployment]:
+def deployment(babou_emulator_server: EmulatorProcess) -> Iterator[Deployment]:
     home = Path(tempfile.mkdtemp(prefix="babou-review-"))
-    conn = {"conn_type": "babou", "host": emulator_process.api_url, "password": ALICE}
+    conn = {"conn_type": "babou", "host": babou_emulator_server.api_url, "password": ALICE}
     with running_deployment(
         home,
         DAG_ID,
