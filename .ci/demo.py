@@ -90,8 +90,9 @@ def _describe_video(path: Path) -> str:
         streams = ", ".join(f"{s.type} {s.codec_context.name}" for s in container.streams)
         # The emulator draws one title card (a keyframe) per chapter, in playback order.
         cards = [f"{float(frame.time or 0):.1f}" for frame in container.decode(video=0) if frame.key_frame]
+        seconds = container.duration / 1e6
         return (
-            f"  opens as a {container.format.name} container with {streams}, {container.duration / 1e6:.1f} s;"
+            f"  opens as a {container.format.name} container with {streams}, {seconds:.1f} s;"
             f" chapter title cards start at {', '.join(cards)} s"
         )
 

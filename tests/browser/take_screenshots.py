@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 
 from airflow_provider_babou.emulator import EmulatorProcess
-from tests.deployment.harness import Deployment, SqliteDatabase, running_deployment
+from tests.deployment.harness import Deployment, running_deployment
+from tests.deployment.services import SqliteDatabase
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -27,7 +27,8 @@ import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess
 from tests.conftest import REPO
-from tests.deployment.harness import Deployment, SqliteDatabase, key_leaks, running_deployment
+from tests.deployment.harness import Deployment, key_leaks, running_deployment
+from tests.deployment.services import SqliteDatabase
 from tests.emulator.helpers import client
 from tests.keys import ALICE
 
