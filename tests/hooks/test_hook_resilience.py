@@ -22,7 +22,7 @@ from airflow_provider_babou.exceptions import (
 )
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import PollPolicy
-from tests.helpers import FAST_POLL, key_stats, route_count
+from tests.helpers import FAST_POLL, completed_export, key_stats, route_count
 from tests.keys import ALICE, BOB, EXPIRED
 
 PROJECTS = "GET /api/v1/projects/{project_id}"
@@ -297,15 +297,10 @@ def test_start_export_again_after_a_finished_one(
 ) -> None:
     """A second export of a project: the finished first one is not mistaken for the new one."""
     hook._overrides["timeout"] = 0.5
-    project = hook.create_project(name="p")
-    chapter = hook.create_chapter(project.id, name="c")
-    receipt = hook.submit_prompt(project.id, chapter.id, content="x")
-    hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=10)
-    hook.start_export(project.id)
-    hook.wait_for_export(project.id, poll=FAST_POLL, timeout=10)
+    project_id = completed_export(hook)
     emulator.configure(export_queued_seconds=2)
     emulator.inject_fault(fault, method="POST", path="/export$")
-    started = hook.start_export(project.id)
+    started = hook.start_export(project_id)
     assert started.status.value in ("queued", "processing")
     assert key_stats(emulator)["exports_started"] == 2
     # drop_after: the new export is in flight, so it is ours; 500: the old one is unchanged, resend.
