@@ -8,8 +8,8 @@ then, so the provider works without ``apache-airflow-providers-openlineage``.
 Datasets follow OpenLineage's naming: a local file is namespace ``file`` and its absolute path,
 object storage ``s3://bucket`` and the key; Babou's own objects live in ``babou://<api host>``
 (``projects/<id>``, ``projects/<id>/chapters/<id>``, ``projects/<id>/export``, ``assets/<id>``).
-The ``babou`` run facet carries the ids the task pushed to XCom; the ``babouPrompts`` job facet
-the prompt text each chapter was given.
+The ``babou`` run facet carries the Babou ids the task used or made (its own XCom holds only those
+it made); the ``babouPrompts`` job facet the prompt text each chapter was given.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 class BabouLineage:
     """What one task read and wrote: datasets as ``(namespace, name)``, Babou ids, prompt texts.
 
-    ``None`` ids (not known) and ``None`` datasets (a source that is no path) are left out.
+    ``None`` ids (not known) and ``None`` datasets (a source that is no path) are left out (the
+    datasets by :func:`operator_lineage`).
     """
 
     ids: dict[str, Any] = field(default_factory=dict)
@@ -37,8 +38,6 @@ class BabouLineage:
 
     def __post_init__(self) -> None:
         self.ids = {k: v for k, v in self.ids.items() if v is not None}
-        self.inputs = [d for d in self.inputs if d is not None]
-        self.outputs = [d for d in self.outputs if d is not None]
 
 
 def babou_dataset(base_url: str, name: str) -> tuple[str, str]:

@@ -263,7 +263,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
         self.babou_lineage = BabouLineage(
             ids={"project_id": progress.project_id, **ids},
             prompts=prompts,
-            outputs=[location_dataset(as_location(destination))],
+            outputs=[location_dataset(destination)],
         )
         return ids
 
