@@ -40,6 +40,8 @@ with DAG(
     start_date=datetime(2025, 1, 1),
     catchup=False,
     tags=["babou", "example"],
+    # Every task retries, read_recipients too: a lost worker kills whatever it was running.
+    default_args={"retries": 2},
     params={
         "output": Param(OUTPUT_DIR, type="string", description="a local folder or s3://bucket/prefix"),
         "output_conn_id": Param("aws_default", type="string", description="connection for s3:// output"),
@@ -81,6 +83,5 @@ with DAG(
         deferrable=True,
         poll_interval=1,
         timeout=3600,
-        retries=2,
     ).expand_kwargs(read_recipients())
 # [END howto_babou_personalized_videos]

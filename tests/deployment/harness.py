@@ -297,9 +297,9 @@ class Deployment:
             if value is not None:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out after {timeout:.0f}s waiting for {what}\n{self.diagnostics()}"
-                )
+                # What timed out goes last too: CI shows the tail of a long message.
+                summary = f"timed out after {timeout:.0f}s waiting for {what}"
+                raise AssertionError(f"{summary}\n{self.diagnostics()}\n{summary}")
             time.sleep(every)
 
     def api_healthy(self) -> bool | None:

@@ -310,5 +310,6 @@ def test_celery_two_triggerers_and_s3_survive_a_lost_worker_and_triggerer(scale:
         [f"runs {run_ids}: {states} in {elapsed:.0f}s", f"killed: {scale.killed}", *problems, tries()]
     )
     print(report)
-    assert not problems, f"{report}\n{scale.deployment.diagnostics()}"
+    # The report goes last as well: CI shows the tail of a long message.
+    assert not problems, f"{report}\n{scale.deployment.diagnostics()}\n{report}"
     scale.deployment.passed = True
