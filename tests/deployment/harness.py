@@ -248,11 +248,8 @@ class Deployment:
         cmd = [sys.executable, "-m", "airflow", *args]
         result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} exited {result.returncode}\n"
-                f"stdout:\n{result.stdout[-TAIL_CHARS:]}\nstderr:\n{result.stderr[-TAIL_CHARS:]}\n"
-                + self.diagnostics()
-            )
+            output = f"stdout:\n{result.stdout[-TAIL_CHARS:]}\nstderr:\n{result.stderr[-TAIL_CHARS:]}"
+            raise AssertionError(self.failure(f"{' '.join(args)} exited {result.returncode}\n{output}"))
         return result
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -287,7 +284,7 @@ class Deployment:
     def check_running(self) -> None:
         dead = {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
         if dead:
-            raise AssertionError(f"component(s) exited early: {dead}\n{self.diagnostics()}")
+            raise AssertionError(self.failure(f"component(s) exited early: {dead}"))
 
     def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:
         deadline = time.monotonic() + timeout
@@ -297,9 +294,7 @@ class Deployment:
             if value is not None:
                 return value
             if time.monotonic() > deadline:
-                # What timed out goes last too: CI shows the tail of a long message.
-                summary = f"timed out after {timeout:.0f}s waiting for {what}"
-                raise AssertionError(f"{summary}\n{self.diagnostics()}\n{summary}")
+                raise AssertionError(self.failure(f"timed out after {timeout:.0f}s waiting for {what}"))
             time.sleep(every)
 
     def api_healthy(self) -> bool | None:
@@ -490,6 +485,11 @@ class Deployment:
 
     def trigger_log_files(self) -> list[Path]:
         return [p for p in self.task_log_files() if ".log.trigger." in p.name]
+
+    def failure(self, summary: str, run_id: str | None = None) -> str:
+        """An assertion message: ``summary``, the diagnostics, then ``summary`` again (CI shows only
+        the tail of a long message, and a reader starts at the top)."""
+        return f"{summary}\n{self.diagnostics(run_id)}\n{summary}"
 
     def diagnostics(self, run_id: str | None = None) -> str:
         """Run/task states, the tail of every component log and of the (run's) task/trigger logs."""

@@ -231,7 +231,7 @@ def test_chaos_campaign_delivers_every_video_once(
     problems = _problems(campaign, chaos_emulator, state, ids, run_id)
     report = _report(campaign, chaos_emulator, run_id, elapsed, problems)
     print(report)
-    assert not problems, f"{report}\n{campaign.deployment.diagnostics(run_id)}"
+    assert not problems, campaign.deployment.failure(report, run_id)
     campaign.results[-1] = True
 
 
@@ -282,5 +282,5 @@ def test_outage_during_execute_costs_no_try(campaign: Campaign, chaos_emulator: 
     report = _report(campaign, chaos_emulator, run_id, elapsed, problems)
     report += f"\noutage: {OUTAGE_SECONDS:.0f}s from {outage.get('at', float('nan')):.1f}s into the run"
     print(report)
-    assert not problems, f"{report}\n{campaign.deployment.diagnostics(run_id)}"
+    assert not problems, campaign.deployment.failure(report, run_id)
     campaign.results[-1] = True

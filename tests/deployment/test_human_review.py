@@ -152,7 +152,7 @@ def test_reject_reprompts_the_chapter_then_approve_publishes(
     state = deployment.wait_for("the DAG run to finish", deployment.run_state, ROUND_TIMEOUT)
     elapsed = time.monotonic() - started
 
-    assert state == "success", f"run {state}\n{deployment.tries_report(run_id)}\n{deployment.diagnostics()}"
+    assert state == "success", deployment.failure(f"run {state}\n{deployment.tries_report(run_id)}")
     states = {task: st for task, _, st, _ in deployment.task_instances(run_id)}
     assert states["revise_3"] == "success"  # short-circuited: approved, nothing to revise
     assert {states[t] for t in ("reprompt_3", "export_3", "download_3", "review_3")} == {"skipped"}

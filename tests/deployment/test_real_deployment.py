@@ -59,15 +59,15 @@ def test_video_pipeline_runs_in_a_real_deployment(deployment: Deployment, emulat
     tis = deployment.query(
         "SELECT task_id, map_index, state, try_number FROM task_instance WHERE dag_id = ?", DAG_ID
     )
-    assert state == "success", f"run {state} after {elapsed:.0f}s\n{deployment.diagnostics()}"
-    assert len(tis) == 9, f"expected 9 task instances, got {tis}\n{deployment.diagnostics()}"
+    assert state == "success", deployment.failure(f"run {state} after {elapsed:.0f}s")
+    assert len(tis) == 9, deployment.failure(f"expected 9 task instances, got {tis}")
     assert {ti[2] for ti in tis} == {"success"}, deployment.diagnostics()
     retried = [ti for ti in tis if ti[3] != 1]
-    assert not retried, f"tasks needed a retry: {retried}\n{deployment.diagnostics()}"
+    assert not retried, deployment.failure(f"tasks needed a retry: {retried}")
 
     output_dir = Path(deployment.env["BABOU_OUTPUT_DIR"])
     videos = sorted(output_dir.rglob("*.mp4"))
-    assert len(videos) == 1, f"videos under {output_dir}: {videos}\n{deployment.diagnostics()}"
+    assert len(videos) == 1, deployment.failure(f"videos under {output_dir}: {videos}")
     with av.open(str(videos[0])) as container:
         assert {s.type for s in container.streams} >= {"video"}
 
@@ -85,7 +85,7 @@ def test_video_pipeline_runs_in_a_real_deployment(deployment: Deployment, emulat
     trigger_logs = deployment.trigger_log_files()
     deferred = sorted(p.parent.name.removeprefix("task_id=") for p in trigger_logs)
     assert deferred == ["prompt_features", "prompt_intro", "prompt_outro", "start_export"], (
-        f"trigger logs: {trigger_logs}\n{deployment.diagnostics()}"
+        deployment.failure(f"trigger logs: {trigger_logs}")
     )
     for path in trigger_logs:
         text = path.read_text(errors="replace")

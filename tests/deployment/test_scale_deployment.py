@@ -310,6 +310,5 @@ def test_celery_two_triggerers_and_s3_survive_a_lost_worker_and_triggerer(scale:
         [f"runs {run_ids}: {states} in {elapsed:.0f}s", f"killed: {scale.killed}", *problems, tries()]
     )
     print(report)
-    # The report goes last as well: CI shows the tail of a long message.
-    assert not problems, f"{report}\n{scale.deployment.diagnostics()}\n{report}"
+    assert not problems, scale.deployment.failure(report)
     scale.deployment.passed = True
