@@ -10,7 +10,7 @@ the CLI, runs ``babou_video_pipeline``, then drives Chromium through the connect
 Test button, the providers page, the DAG's docs and the finished run's XCom, links and rendered
 templates. Each step asserts what the page shows and the script exits non-zero if one did not,
 so a run is a check as well as a set of pictures. It takes about two minutes on two cores, which
-is why the default test suite does not run it (``tests/test_ui_api.py`` checks the same API
+is why the default test suite does not run it (``tests/package/test_ui_api.py`` checks the same API
 answers in-process in seconds). Every process it starts is stopped by PID on exit.
 """
 

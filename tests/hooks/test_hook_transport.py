@@ -485,17 +485,3 @@ def test_cdn_download_gets_no_authorization(mock_hook, tmp_path: Path) -> None:
     assert result.size == len(payload)
     assert seen["api.babou.test"] == f"Bearer {ALICE}"
     assert seen["cdn.example.net"] is None
-
-
-def test_non_json_error_mapping() -> None:
-    request = httpx.Request("POST", "https://api.babou.test/api/v1/assets?x=1")
-    page = "<html><head><title>502</title></head><body><h1>Bad   Gateway</h1></body></html>"
-    err = _http.error_for_response(httpx.Response(502, text=page, request=request), "POST")
-    assert err.message == "502 Bad Gateway (non-JSON body: 502 Bad Gateway)"
-    assert (err.method, err.path) == ("POST", "/api/v1/assets")
-    big = _http.error_for_response(
-        httpx.Response(413, json={"error": "File too large", "code": "FILE_TOO_LARGE"}, request=request),
-        "POST",
-    )
-    assert type(big).__name__ == "BabouValidationError"
-    assert big.code == "FILE_TOO_LARGE"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -270,10 +269,8 @@ def asset_hook(conn_id: str) -> BabouHook:
     return BabouHook(babou_conn_id=conn_id, async_transport=httpx.MockTransport(ok))
 
 
-async def test_waits_in_one_loop_share_one_client_until_the_last_leaves(
-    make_conn: Any,
-) -> None:
-    conn_id = make_conn("babou_unit", host="http://127.0.0.1:9/api/v1")
+async def test_waits_in_one_loop_share_one_client_until_the_last_leaves(unit_conn: str) -> None:
+    conn_id = unit_conn
     hooks = [asset_hook(conn_id) for _ in range(3)]
     for hook in hooks:
         await hook.aobserve(AssetTarget("ast_1"), due=time.monotonic(), timeout=5)
@@ -294,8 +291,8 @@ async def test_waits_in_one_loop_share_one_client_until_the_last_leaves(
     await hook.aclose()
 
 
-def test_two_event_loops_never_share_a_client(make_conn: Any) -> None:
-    conn_id = make_conn("babou_unit", host="http://127.0.0.1:9/api/v1")
+def test_two_event_loops_never_share_a_client(unit_conn: str) -> None:
+    conn_id = unit_conn
     both_open = threading.Barrier(2, timeout=10)
     clients: dict[str, list[httpx.AsyncClient]] = {}
     loops: dict[str, asyncio.AbstractEventLoop] = {}

@@ -10,7 +10,7 @@ import pytest
 
 from airflow_provider_babou.exceptions import BabouServerError
 from airflow_provider_babou.hooks import babou
-from tests.unit.test_http_script import Script, Step, ok, scripted_hook
+from tests.unit.script import Script, Step, ok, scripted_hook
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from airflow_provider_babou.exceptions import (
     BabouOutcomeUnknownError,
 )
 from airflow_provider_babou.models import ExportStatus, PromptStatus
-from tests.unit.test_http_script import Script, VirtualClock, fail, ok, scripted_hook
+from tests.unit.script import Script, VirtualClock, fail, ok, scripted_hook
 
 CDN = "https://api.babou.test"
 EXPORT = "/projects/prj_1/export"

@@ -22,7 +22,7 @@ from airflow_provider_babou.exceptions import (
 )
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import PollPolicy
-from tests.unit.test_http_script import Script, Step, VirtualClock, fail, ok, scripted_hook
+from tests.unit.script import Script, Step, VirtualClock, fail, ok, scripted_hook
 
 PROJECT = {"id": "prj_1", "name": "p"}
 PROJECTS = {"projects": [PROJECT], "pagination": {"limit": 20, "offset": 0, "total": 1}}

@@ -19,7 +19,7 @@ from airflow_provider_babou.exceptions import (
 )
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import ExportTarget, PollPolicy
-from tests.unit.test_http_script import Script, Step, VirtualClock, fail, ok, scripted_hook
+from tests.unit.script import Script, Step, VirtualClock, fail, ok, scripted_hook
 
 EXPORT = "/projects/prj_1/export"
 DONE = {"status": "completed", "download_url": "https://cdn.babou.test/downloads/exp_1.mp4?expires=1"}

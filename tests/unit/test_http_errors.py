@@ -20,7 +20,7 @@ from airflow_provider_babou.exceptions import (
 )
 from airflow_provider_babou.hooks import _http
 from airflow_provider_babou.models import Project
-from tests.unit.test_http_script import Script, VirtualClock, fail, ok, scripted_hook
+from tests.unit.script import Script, VirtualClock, fail, ok, scripted_hook
 
 NOW = 1_800_000_000.0
 KEY = "sk-bab-live-9fQ2xL7pW3mZ8rT1vB6nK4yH0cJ5dS"
@@ -306,3 +306,9 @@ def test_non_json_error_mapping() -> None:
     err = _http.error_for_response(httpx.Response(502, text=page, request=request), "POST")
     assert err.message == "502 Bad Gateway (non-JSON body: 502 Bad Gateway)"
     assert (err.method, err.path) == ("POST", "/api/v1/assets")
+    big = _http.error_for_response(
+        httpx.Response(413, json={"error": "File too large", "code": "FILE_TOO_LARGE"}, request=request),
+        "POST",
+    )
+    assert type(big).__name__ == "BabouValidationError"
+    assert big.code == "FILE_TOO_LARGE"

@@ -25,7 +25,7 @@ from airflow_provider_babou.operators import babou as operators
 from airflow_provider_babou.sensors import babou as sensors
 from airflow_provider_babou.triggers import babou as triggers
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 PAGES = [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
 _FENCE = re.compile(r"^```.*?^```", re.M | re.S)

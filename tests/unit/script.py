@@ -7,7 +7,7 @@ was not expected fails the test loudly, so a test pins the requests as well as t
 key budget, the waits and the hook all read them from the ``time`` module), so a retry for five
 minutes takes no real time and every requested sleep is recorded.
 
-The tests at the bottom check the tools themselves.
+Their own tests are in ``test_script.py``.
 """
 
 from __future__ import annotations
@@ -156,25 +156,3 @@ class VirtualClock:
 
 
 # --------------------------------------------------------------------------- the tools themselves
-
-
-def test_script_answers_in_order_and_refuses_the_unexpected(monkeypatch: pytest.MonkeyPatch) -> None:
-    script = Script(("GET", "/projects/prj_1", ok({"id": "prj_1", "name": "a"})))
-    hook = scripted_hook(monkeypatch, script)
-    assert hook.get_project("prj_1").name == "a"
-    assert script.done
-    with pytest.raises(AssertionError, match="unexpected request GET /api/v1/projects/prj_2"):
-        hook.get_project("prj_2")
-    script.steps.append(Step("POST", "/projects", ok({})))
-    with pytest.raises(AssertionError, match="expected"):
-        hook.get_project("prj_3")
-    assert script.sent == [("GET", "/projects/prj_1"), ("GET", "/projects/prj_2"), ("GET", "/projects/prj_3")]
-
-
-def test_virtual_clock_moves_only_when_slept(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = VirtualClock.install(monkeypatch)
-    wall, mono = time.time(), time.monotonic()
-    time.sleep(250)
-    assert (time.time() - wall, time.monotonic() - mono) == (250, 250)
-    assert clock.sleeps == [250]
-    assert clock.elapsed == 250

@@ -1,26 +1,22 @@
-"""The wait step of the triggers: one GET per poll, a short event, a cadence checked up front."""
+"""The wait step of the triggers: one GET per poll, a short event, against the emulator."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from airflow_provider_babou import polling
 from airflow_provider_babou.emulator import EmulatorControl
-from airflow_provider_babou.exceptions import BabouInputError, BabouServerError
+from airflow_provider_babou.exceptions import BabouServerError
 from airflow_provider_babou.hooks import _budget
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import WaitTarget
-from airflow_provider_babou.sensors.babou import BabouAssetSensor
 from airflow_provider_babou.triggers.babou import (
     BabouAssetTrigger,
-    BabouExportTrigger,
     BabouPollTrigger,
     BabouPromptTrigger,
     raise_for_event,
@@ -147,99 +143,3 @@ async def test_failed_prompt_event_has_no_prompt_text(babou: Babou) -> None:
     assert event["object"]["result"]  # Babou's reason is kept ...
     assert "content" not in event["object"]
     assert "ultramarine" not in json.dumps(event)  # ... the user's text is not
-
-
-# -- a bad cadence or deadline fails at construction ---------------------------------------------
-
-
-IDS: dict[type[BabouPollTrigger], dict[str, str]] = {
-    BabouPromptTrigger: {"project_id": "prj_1", "chapter_id": "cht_1", "prompt_id": "int_1"},
-    BabouExportTrigger: {"project_id": "prj_1"},
-    BabouAssetTrigger: {"asset_id": "ast_1"},
-}
-TRIGGERS = list(IDS)
-
-
-def build(trigger_class: type[BabouPollTrigger], **kwargs: Any) -> BabouPollTrigger:
-    arguments: dict[str, Any] = {**IDS[trigger_class], "end_time": 1e10, **kwargs}
-    return trigger_class(babou_conn_id="babou_default", **arguments)
-
-
-BAD = [math.nan, math.inf, -math.inf, 0, -1]
-
-
-@pytest.mark.parametrize("trigger_class", TRIGGERS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("field", ["poll_interval", "max_poll_interval"])
-@pytest.mark.parametrize("value", BAD, ids=repr)
-def test_bad_poll_interval_fails_at_construction(
-    trigger_class: type[BabouPollTrigger], field: str, value: float
-) -> None:
-    with pytest.raises(BabouInputError, match="poll interval"):
-        build(trigger_class, **{field: value})
-
-
-@pytest.mark.parametrize("value", [math.nan, math.inf, 0.5, -2, True], ids=repr)
-def test_bad_backoff_fails_at_construction(value: float) -> None:
-    with pytest.raises(BabouInputError, match="backoff"):
-        build(BabouAssetTrigger, poll_backoff=value)
-
-
-@pytest.mark.parametrize("trigger_class", TRIGGERS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "soon", None, True], ids=repr)
-def test_bad_end_time_fails_at_construction(trigger_class: type[BabouPollTrigger], value: Any) -> None:
-    with pytest.raises(BabouInputError, match="end_time"):
-        build(trigger_class, end_time=value)
-
-
-def test_input_errors_are_value_errors() -> None:
-    with pytest.raises(ValueError, match="finite number of seconds"):
-        build(BabouAssetTrigger, poll_interval=math.nan)
-
-
-def test_a_good_cadence_round_trips() -> None:
-    trigger = build(BabouPromptTrigger, poll_interval=1, poll_backoff=2, max_poll_interval=8)
-    _path, kwargs = trigger.serialize()
-    assert (kwargs["poll_interval"], kwargs["poll_backoff"], kwargs["max_poll_interval"]) == (1.0, 2.0, 8.0)
-    assert kwargs["end_time"] == 1e10
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [{"poll_interval": 0}, {"max_poll_interval": math.nan}, {"max_poll_interval": math.inf}],
-    ids=repr,
-)
-def test_sensor_with_a_bad_cadence_fails_at_construction(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(BabouInputError, match="poll interval"):
-        BabouAssetSensor(task_id="s", asset_id="ast_1", **kwargs)
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"poll_interval": math.nan},
-        {"poll_interval": math.inf},
-        {"timeout": math.inf},
-        {"timeout": math.nan},
-        {"poke_interval": math.nan},
-    ],
-    ids=repr,
-)
-def test_sensor_with_a_bad_cadence_fails_in_airflows_own_checks(kwargs: dict[str, Any]) -> None:
-    # Airflow's BaseSensorOperator checks poke_interval and timeout first (ValueError, or
-    # OverflowError for inf): the sensor still fails at construction, though not with BabouInputError.
-    with pytest.raises((ValueError, OverflowError)):
-        BabouAssetSensor(task_id="s", asset_id="ast_1", **kwargs)
-
-
-def test_delays_grow_with_the_waits_age(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A poll held back (e.g. 20 s in a busy key's queue) is not followed by a beginner's 2 s delay."""
-    now = [1000.0]
-    monkeypatch.setattr(polling.time, "monotonic", lambda: now[0])
-    clock = polling.WaitClock(time.time() + 1000, polling.PollPolicy(2, 1.5, 30), 5)
-    assert clock.first_delay() == 2
-    now[0] += 2
-    assert clock.observed() == 2  # on time: the policy's cadence
-    now[0] += 20
-    assert clock.observed() == 11  # 22 s old: half its age, more than the policy's 3 s
-    now[0] += 100
-    assert clock.observed() == 30  # never above max_interval
