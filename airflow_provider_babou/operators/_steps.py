@@ -125,15 +125,18 @@ def ensure_chapter(
 def submit_or_attach(
     hook: BabouHook, project_id: str, chapter_id: str, content: str, *, force: bool
 ) -> tuple[str, PromptStatus, bool]:
-    """Attach to a live prompt with this content, or submit it; return ``(prompt_id, status, reused)``.
+    """Attach to the chapter's latest prompt if it has this content, or submit; return
+    ``(prompt_id, status, reused)``.
 
-    A prompt with the same content that is processing or completed is reused (a retry never
-    submits twice); a failed one is submitted anew.
+    Only the latest prompt is what an export renders, so only it is reused, and only while
+    processing or completed (a retry never submits twice). An older prompt with this content, or a
+    failed one, is submitted anew (a 409 if another prompt is in flight).
     """
     chapter = hook.get_chapter(project_id, chapter_id)
-    existing = chapter.latest_prompt(content)
-    if existing is not None and chapter.prompt_status(existing.id) is not PromptStatus.FAILED:
-        return existing.id, chapter.prompt_status(existing.id), True
+    latest = chapter.rendering_prompt(content)
+    status = chapter.prompt_status(latest.id) if latest is not None else PromptStatus.UNKNOWN
+    if latest is not None and status in (PromptStatus.PROCESSING, PromptStatus.COMPLETED):
+        return latest.id, status, True
     try:
         receipt = hook.submit_prompt(project_id, chapter_id, content=content, force=force)
     except BabouConflictError as err:
