@@ -69,6 +69,22 @@ def description_with_marker(description: str | None, marker: str) -> str:
     return full
 
 
+def carries_marker(project: Project, marker: str, *, name: str | None = None) -> bool:
+    """Whether ``project`` is the one of the run ``marker`` names: the marker is the last token of its
+    description (as :func:`description_with_marker` puts it), and its name is ``name`` when given.
+
+    A marker elsewhere in the text was copied there (another project's description), so not ours.
+    """
+    text = project.description or ""
+    ends = text == marker or text.endswith(f" {marker}")
+    return ends and (name is None or project.name == name)
+
+
+def find_run_project(hook: BabouHook, marker: str, *, name: str | None = None) -> Project | None:
+    """The project this run's ``marker`` names (see :func:`carries_marker`), searching every page."""
+    return next((p for p in hook.iter_projects() if carries_marker(p, marker, name=name)), None)
+
+
 def _create_or_find(
     hook: BabouHook, create: Callable[[], Any], find: Callable[[], Any] | None, what: str
 ) -> tuple[Any, bool]:
@@ -99,7 +115,7 @@ def ensure_project(
     find: Callable[[], Project | None] | None = None
     if reuse == "run" and marker:
         marked = marker
-        find = lambda: next((p for p in hook.iter_projects() if marked in (p.description or "")), None)  # noqa: E731
+        find = lambda: find_run_project(hook, marked, name=name)  # noqa: E731
     elif reuse == "name":
         find = lambda: next(iter(hook.find_projects(name=name)), None)  # noqa: E731
     return _create_or_find(
