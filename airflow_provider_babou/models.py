@@ -156,7 +156,10 @@ class Chapter(BabouModel):
         return next((p for p in self.prompts if p.id == prompt_id), None)
 
     def latest_prompt(self, content: str, since: datetime | None = None) -> Prompt | None:
-        """The newest prompt with exactly ``content`` (created at or after ``since``, when given)."""
+        """The newest prompt with exactly ``content`` (created at or after ``since``, when given).
+
+        It may be superseded by a newer prompt of other content: see :meth:`rendering_prompt`.
+        """
         found = None
         for prompt in self.prompts:
             if prompt.content == content and (
@@ -164,6 +167,19 @@ class Chapter(BabouModel):
             ):
                 found = prompt
         return found
+
+    def rendering_prompt(self, content: str, since: datetime | None = None) -> Prompt | None:
+        """The chapter's latest prompt, the one an export renders, if it has exactly ``content``
+        (and was created at or after ``since``, when given); else ``None``.
+
+        Babou lists prompts oldest first, so the latest is the last.
+        """
+        latest = self.prompts[-1] if self.prompts else None
+        if latest is None or latest.content != content:
+            return None
+        if since is not None and aware(latest.created_at, datetime.max) < since:
+            return None
+        return latest
 
     def prompt_status(self, prompt_id: str) -> PromptStatus:
         """Work out a prompt's state, using the chapter status when the prompt has no ``status``.

@@ -15,6 +15,7 @@ are the sync hook's own; a test's ``async_transport`` gets an ``httpx.AsyncClien
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,9 @@ from airflow_provider_babou.polling import WaitTarget
 
 #: Connections one shared client may open: the budget paces requests, so few are ever busy.
 MAX_CONNECTIONS = 10
+#: Parsed requests one client keeps, least recently used dropped: about 1.3 kB each, enough for a
+#: triggerer's thousand waits, and a long-lived client's memory stays bounded however many it saw.
+MAX_CACHED_REQUESTS = 1024
 
 
 class AiohttpClient:
@@ -51,7 +55,10 @@ class AiohttpClient:
     def __init__(self, config: ClientConfig) -> None:
         self._headers = {"Authorization": f"Bearer {config.api_key}", "User-Agent": user_agent()}
         self._session: aiohttp.ClientSession | None = None
-        self._requests: dict[str, httpx.Request] = {}  # one per URL: parsing a URL is not free
+        # Parsing a URL costs about a quarter of a GET's CPU: a waiting URL's request is kept.
+        self._request = functools.lru_cache(maxsize=MAX_CACHED_REQUESTS)(
+            functools.partial(httpx.Request, "GET")
+        )
         self.is_closed = False
 
     def __repr__(self) -> str:
@@ -70,7 +77,7 @@ class AiohttpClient:
             raise httpx.ConnectError(str(exc)) from exc
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-        request = self._requests.get(url) or self._requests.setdefault(url, httpx.Request("GET", url))
+        request = self._request(url)
         if answer.status < 300:  # the body is all a success needs
             return httpx.Response(answer.status, content=body, request=request)
         # aiohttp already decoded the body: its length and encoding headers no longer apply.

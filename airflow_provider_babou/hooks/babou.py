@@ -427,7 +427,7 @@ class BabouHook(BaseHook):
 
         def recover() -> PromptReceipt | None:
             chapter = self.get_chapter(pid, cid)
-            prompt = chapter.latest_prompt(content, since)
+            prompt = chapter.rendering_prompt(content, since)  # ours only while it is the latest
             if prompt is None:
                 return None
             status, note = chapter.prompt_status(prompt.id), "recovered after an ambiguous failure"

@@ -69,6 +69,22 @@ def description_with_marker(description: str | None, marker: str) -> str:
     return full
 
 
+def carries_marker(project: Project, marker: str, *, name: str | None = None) -> bool:
+    """Whether ``project`` is the one of the run ``marker`` names: the marker is the last token of its
+    description (as :func:`description_with_marker` puts it), and its name is ``name`` when given.
+
+    A marker elsewhere in the text was copied there (another project's description), so not ours.
+    """
+    text = project.description or ""
+    ends = text == marker or text.endswith(f" {marker}")
+    return ends and (name is None or project.name == name)
+
+
+def find_run_project(hook: BabouHook, marker: str, *, name: str | None = None) -> Project | None:
+    """The project this run's ``marker`` names (see :func:`carries_marker`), searching every page."""
+    return next((p for p in hook.iter_projects() if carries_marker(p, marker, name=name)), None)
+
+
 def _create_or_find(
     hook: BabouHook, create: Callable[[], Any], find: Callable[[], Any] | None, what: str
 ) -> tuple[Any, bool]:
@@ -99,7 +115,7 @@ def ensure_project(
     find: Callable[[], Project | None] | None = None
     if reuse == "run" and marker:
         marked = marker
-        find = lambda: next((p for p in hook.iter_projects() if marked in (p.description or "")), None)  # noqa: E731
+        find = lambda: find_run_project(hook, marked, name=name)  # noqa: E731
     elif reuse == "name":
         find = lambda: next(iter(hook.find_projects(name=name)), None)  # noqa: E731
     return _create_or_find(
@@ -125,15 +141,18 @@ def ensure_chapter(
 def submit_or_attach(
     hook: BabouHook, project_id: str, chapter_id: str, content: str, *, force: bool
 ) -> tuple[str, PromptStatus, bool]:
-    """Attach to a live prompt with this content, or submit it; return ``(prompt_id, status, reused)``.
+    """Attach to the chapter's latest prompt if it has this content, or submit; return
+    ``(prompt_id, status, reused)``.
 
-    A prompt with the same content that is processing or completed is reused (a retry never
-    submits twice); a failed one is submitted anew.
+    Only the latest prompt is what an export renders, so only it is reused, and only while
+    processing or completed (a retry never submits twice). An older prompt with this content, or a
+    failed one, is submitted anew (a 409 if another prompt is in flight).
     """
     chapter = hook.get_chapter(project_id, chapter_id)
-    existing = chapter.latest_prompt(content)
-    if existing is not None and chapter.prompt_status(existing.id) is not PromptStatus.FAILED:
-        return existing.id, chapter.prompt_status(existing.id), True
+    latest = chapter.rendering_prompt(content)
+    status = chapter.prompt_status(latest.id) if latest is not None else PromptStatus.UNKNOWN
+    if latest is not None and status in (PromptStatus.PROCESSING, PromptStatus.COMPLETED):
+        return latest.id, status, True
     try:
         receipt = hook.submit_prompt(project_id, chapter_id, content=content, force=force)
     except BabouConflictError as err:

@@ -20,10 +20,11 @@ if TYPE_CHECKING:
 class BabouSubmitPromptOperator(BabouWaitingOperator):
     """Submit a prompt to a chapter, optionally waiting for it to be built (30-90 s).
 
-    Retry-safe: before submitting, the chapter is searched for the latest prompt with exactly this
-    content. If it is processing or completed, the task attaches to it instead of submitting
-    again; if it failed, the prompt is submitted anew. A 409 (another prompt in flight on the
-    chapter) fails with a hint to pass ``force=True``, which makes Babou cancel that prompt.
+    Retry-safe: before submitting, the chapter's latest prompt (the one an export renders) is read.
+    If it has exactly this content and is processing or completed, the task attaches to it instead
+    of submitting again; if it failed, or a newer prompt of other content followed this one, the
+    prompt is submitted anew. A 409 (another prompt in flight on the chapter) fails with a hint to
+    pass ``force=True``, which makes Babou cancel that prompt.
 
     Pushes ``prompt_id`` (before deferring) and returns it, ``project_id`` and ``chapter_id`` with
     ``status``, Babou's ``result`` text, ``reused`` and, once waited, the ``chapter``.

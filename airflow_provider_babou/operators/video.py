@@ -21,6 +21,7 @@ from airflow_provider_babou.operators._steps import (
     download,
     ensure_chapter,
     ensure_project,
+    find_run_project,
     run_marker,
     start_or_attach_export,
     submit_or_attach,
@@ -88,8 +89,8 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
     1. **project**: found by this task instance's run marker in its description (see
        :class:`BabouCreateProjectOperator`, ``reuse="run"``), else created;
     2. **chapters**: the project's chapters are reused by name, missing ones created;
-    3. **prompts**: a prompt with the same content that is processing or completed is reused, a
-       failed or missing one submitted; then all prompts are waited for;
+    3. **prompts**: the chapter's latest prompt is reused if it has the same content and is
+       processing or completed, else the prompt is submitted; then all prompts are waited for;
     4. **export**: an export in flight is attached to; on a retry where no prompt had to be
        submitted again, a completed export is reused instead of rendering again; else one is started
        and waited for;
@@ -270,7 +271,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
     def _rebuild(self, context: Context, hook: BabouHook) -> VideoProgress:
         """Find this task instance's project, chapters and prompts again (GETs only)."""
         marker = run_marker(context)
-        project = next((p for p in hook.iter_projects() if marker in (p.description or "")), None)
+        project = find_run_project(hook, marker, name=check_name("project", self.project_name))
         if project is None:
             raise BabouError(
                 f"cannot resume: no project carries this task's marker {marker}", hint="clear the task"
@@ -279,10 +280,12 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
         progress = VideoProgress(deadline=time.time() + self.timeout, project_id=project.id, resubmitted=True)
         for spec in self._specs():
             chapter_id = chapters.get(spec.name)
-            prompt = hook.find_prompt(project.id, chapter_id, content=spec.prompt) if chapter_id else None
+            chapter = hook.get_chapter(project.id, chapter_id) if chapter_id else None
+            prompt = chapter.rendering_prompt(spec.prompt) if chapter else None
             if chapter_id is None or prompt is None:
                 raise BabouError(
-                    f"cannot resume: chapter {spec.name!r} or its prompt is missing in project {project.id}",
+                    f"cannot resume: chapter {spec.name!r} is missing in project {project.id}, or its "
+                    "latest prompt is not this task's",
                     hint="clear the task to start over",
                 )
             progress.chapters.append(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks import _budget
+from airflow_provider_babou.hooks import _async, _budget
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import Asset
 from airflow_provider_babou.polling import AssetTarget, ExportTarget
@@ -152,3 +154,44 @@ async def test_key_never_in_async_errors(make_conn: Callable[..., str], emulator
     assert "sk-bab-unknown-key-0123456789" not in str(info.value) + repr(info.value)
     assert ALICE not in str(info.value)
     await hook.aclose()
+
+
+async def _poll_distinct(client: _async.AiohttpClient, base_url: str, numbers: range) -> None:
+    """GET one distinct URL per number, ten at a time (404s and 429s are answers too)."""
+    for start in range(numbers.start, numbers.stop, 10):
+        urls = [f"{base_url}/projects/prj_{n}/export" for n in range(start, min(start + 10, numbers.stop))]
+        await asyncio.gather(*(client.get(url, timeout=5) for url in urls))
+
+
+class TestSharedClientMemory:
+    """Issue 16 item 13: a long-lived triggerer client must not keep something per URL ever polled."""
+
+    async def test_cached_requests_are_bounded(
+        self, hook: BabouHook, emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(_async, "MAX_CACHED_REQUESTS", 8)
+        client = _async.AiohttpClient(hook.config)
+        await _poll_distinct(client, hook.config.base_url, range(40))
+        assert client._request.cache_info().currsize == 8
+        await _poll_distinct(client, hook.config.base_url, range(40, 80))
+        assert client._request.cache_info().currsize == 8
+        await client.aclose()
+
+    async def test_memory_does_not_grow_with_distinct_urls(
+        self, hook: BabouHook, emulator: EmulatorControl
+    ) -> None:
+        client = _async.AiohttpClient(hook.config)
+        base, more = hook.config.base_url, 1200  # more URLs than a client may keep requests for
+        tracemalloc.start()  # from the start: what the second round frees is counted too
+        try:
+            await _poll_distinct(client, base, range(more))  # past the bound, and warm
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            await _poll_distinct(client, base, range(more, 2 * more))
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            await client.aclose()
+        # Kept per URL, the second round's URLs would hold about 1.4 MB.
+        assert grown < 256 * 1024, f"{grown} bytes kept after polling {more} more URLs"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_babou.exceptions import BabouInputError, BabouOutcomeUnknownError
+from airflow_provider_babou.operators._steps import run_marker
 from airflow_provider_babou.operators.babou import BabouCreateProjectOperator
 from airflow_provider_babou.operators.project import ProjectReuse
 from tests.helpers import route_count
@@ -78,6 +79,40 @@ class TestCreateProject:
     def test_unknown_reuse_rejected_at_parse_time(self) -> None:
         with pytest.raises(BabouInputError, match="reuse"):
             BabouCreateProjectOperator(task_id="p", name="x", reuse="sometimes")  # type: ignore[arg-type]
+
+
+class TestRunMarkerMatchesExactly:
+    """Issue 16 item 8: only a project whose description ends with this run's marker, under this
+    name, is this run's; a copy of the marker elsewhere is another project's text."""
+
+    @pytest.mark.parametrize(
+        ("name", "description"),
+        [
+            ("Launch", "copied from {marker} by another DAG"),
+            ("Launch", "{marker}, copied"),
+            ("Launch", "x{marker}"),
+            ("Other", "Q3 {marker}"),
+        ],
+        ids=["mid-text", "at-the-start", "glued", "another-name"],
+    )
+    def test_a_copied_marker_is_not_adopted(self, env: Env, name: str, description: str) -> None:
+        marker = run_marker(make_context())
+        copy = env.hook.create_project(name=name, description=description.format(marker=marker))
+        result = BabouCreateProjectOperator(task_id="p", name="Launch", description="Q3").execute(
+            make_context()
+        )
+        assert result["reused"] is False
+        assert result["project_id"] != copy.id
+        assert result["description"] == f"Q3 {marker}"
+        assert env.counts()["projects_created"] == 2
+
+    @pytest.mark.parametrize("description", [None, "Q3", "notes [airflow:0123456789ab]"])
+    def test_the_marker_as_last_token_is_adopted(self, env: Env, description: str | None) -> None:
+        op = BabouCreateProjectOperator(task_id="p", name="Launch", description=description)
+        first = op.execute(make_context())
+        again = op.execute(make_context(FakeTI(try_number=2)))
+        assert (again["project_id"], again["reused"]) == (first["project_id"], True)
+        assert env.counts()["projects_created"] == 1
 
 
 class TestAmbiguousCreate:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +15,10 @@ from airflow_provider_babou.exceptions import (
     BabouJobFailedError,
     BabouWaitTimeoutError,
 )
-from airflow_provider_babou.operators.babou import BabouSubmitPromptOperator
+from airflow_provider_babou.hooks.babou import BabouHook
+from airflow_provider_babou.operators.babou import BabouGenerateVideoOperator, BabouSubmitPromptOperator
 from airflow_provider_babou.triggers.babou import BabouPromptTrigger
+from tests.helpers import FAST_POLL
 from tests.operators.conftest import FAST, Env, FakeTI, deferred, drive, make_context, resume
 
 
@@ -146,3 +150,92 @@ class TestSubmitPrompt:
         with pytest.raises(BabouInputError):
             BabouSubmitPromptOperator(task_id="s", **kwargs).execute(make_context())
         assert env.counts()["requests"] == 0
+
+
+def _submit_and_wait(env: Env, project_id: str, chapter_id: str, content: str) -> str:
+    receipt = env.hook.submit_prompt(project_id, chapter_id, content=content)
+    env.hook.wait_for_prompt(project_id, chapter_id, receipt.prompt_id, poll=FAST_POLL, timeout=20)
+    return receipt.prompt_id
+
+
+class TestOnlyTheLatestPromptIsAttachedTo:
+    """Issue 16 item 1: an export renders each chapter's latest prompt, so only that one is reused."""
+
+    def test_an_older_prompt_with_this_content_is_submitted_again(self, env: Env) -> None:
+        project_id, chapter_id = env.project_with_prompt("A", wait=True)
+        _submit_and_wait(env, project_id, chapter_id, "B")  # the chapter now renders B
+        op = _waiting_submit(project_id, chapter_id, "A", deferrable=False, **FAST)
+        result = op.execute(make_context())
+        assert result["reused"] is False
+        assert result["status"] == "completed"
+        latest = env.hook.get_chapter(project_id, chapter_id).prompts[-1]
+        assert (latest.id, latest.content) == (result["prompt_id"], "A")
+        assert env.counts()["prompts_submitted"] == 3
+        again = op.execute(make_context(FakeTI(try_number=2)))  # now A is the latest: attached to
+        assert (again["prompt_id"], again["reused"]) == (result["prompt_id"], True)
+        assert env.counts()["prompts_submitted"] == 3
+
+    def test_an_older_prompt_while_another_is_in_flight_is_a_conflict(self, env: Env) -> None:
+        project_id, chapter_id = env.project_with_prompt("A", wait=True)
+        env.emulator.configure(prompt_seconds=30)
+        env.hook.submit_prompt(project_id, chapter_id, content="B")
+        op = BabouSubmitPromptOperator(task_id="s", project_id=project_id, chapter_id=chapter_id, content="A")
+        with pytest.raises(BabouConflictError, match="force=True"):
+            op.execute(make_context())
+        assert env.counts()["prompts_submitted"] == 2
+
+    def test_a_lost_answer_recovers_only_the_latest_prompt(
+        self, env: Env, make_conn: Any, babou_conn: str
+    ) -> None:
+        # Our POST takes effect but its answer is held past the timeout; meanwhile our prompt
+        # completes and another one is submitted. Ours no longer renders: it is sent again.
+        project_id, chapter_id = env.project_with_prompt("Intro", wait=True)
+        make_conn(timeout=2)
+        env.emulator.inject_fault("delay_after", method="POST", path=r"/prompt$", seconds=4)
+        other = BabouHook(babou_conn)
+
+        def submit_another_once_ours_completed() -> None:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                chapter = other.get_chapter(project_id, chapter_id)
+                if (
+                    chapter.prompts[-1].content == "A"
+                    and chapter.prompt_status(chapter.prompts[-1].id).is_success
+                ):
+                    other.submit_prompt(project_id, chapter_id, content="B")
+                    return
+                time.sleep(0.05)
+
+        env.emulator.configure(prompt_seconds=0.1)
+        meddler = threading.Thread(target=submit_another_once_ours_completed)
+        meddler.start()
+        op = BabouSubmitPromptOperator(task_id="s", project_id=project_id, chapter_id=chapter_id, content="A")
+        try:
+            result = op.execute(make_context())
+        finally:
+            meddler.join()
+            other.close()
+        contents = [p.content for p in env.hook.get_chapter(project_id, chapter_id).prompts]
+        assert contents == ["Intro", "A", "B", "A"]
+        latest = env.hook.get_chapter(project_id, chapter_id).prompts[-1]
+        assert result["prompt_id"] == latest.id
+        assert result["reused"] is False
+
+    def test_the_video_operator_submits_again_what_no_longer_renders(self, env: Env, tmp_path: Path) -> None:
+        op = BabouGenerateVideoOperator(
+            task_id="g",
+            project_name="Launch video",
+            chapters=[{"name": "Intro", "prompt": "A"}],
+            destination=str(tmp_path / "launch.mp4"),
+            deferrable=False,
+            **FAST,
+        )
+        first = op.execute(make_context())
+        project_id, chapter_id = first["project_id"], first["chapters"][0]["chapter_id"]
+        _submit_and_wait(env, project_id, chapter_id, "B")  # someone edits the chapter meanwhile
+        op.overwrite = True
+        again = op.execute(make_context(FakeTI(try_number=2)))
+        latest = env.hook.get_chapter(project_id, chapter_id).prompts[-1]
+        assert latest.content == "A"
+        assert again["chapters"][0]["prompt_id"] == latest.id != first["chapters"][0]["prompt_id"]
+        assert env.counts()["exports_started"] == 2  # the video renders A again, not B
