@@ -145,7 +145,7 @@ def test_object_appearing_meanwhile_is_not_overwritten(hook, emulator, s3_server
 
 def test_range_ignored_restarts_the_upload(mock_hook, s3_server, s3_bucket, local_disk) -> None:
     # The emulator honours Range; a server that ignores it is a MockTransport's to play.
-    payload, cut = os.urandom(BIG), CUT
+    payload, cut = b"\x00\x00\x00\x18ftypisom" + os.urandom(BIG - 12), CUT
     ranges: list[str | None] = []
 
     class CutShort(httpx.SyncByteStream):
