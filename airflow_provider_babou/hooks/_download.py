@@ -93,7 +93,7 @@ def _usable_url(url: str | None, pid: str) -> str:
         scheme, host = "", ""
     if scheme in ("http", "https") and host:
         return str(url)
-    shape = f"a {scheme}:// URL" if scheme else "a relative or malformed URL"
+    shape = f"a {scheme}:// URL" if scheme else "a relative or malformed URL" if url else "no URL"
     raise BabouServerError(
         f"Babou returned an unusable download_url for project {pid}: {shape}, not http(s)",
         hint="no retry can fix this answer; report it to Babou with the project id",
@@ -113,7 +113,7 @@ def download(
     min_speed, speed_window = _bound("min_speed", min_speed), _bound("speed_window", speed_window)
     local, remote = check_destination(destination, overwrite=overwrite)
     export = hook.get_export(pid)
-    if export.status is not ExportStatus.COMPLETED or not export.download_url:
+    if export.status is not ExportStatus.COMPLETED:
         raise BabouInputError(
             f"the export of project {pid} is {export.status.value}, not completed: nothing to download",
             hint="wait for the export first",
