@@ -75,14 +75,20 @@ def _handler(owner: DownloadServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path.startswith("/api/v1/"):
                 owner.api_requests += 1
-                url = owner.url_path if "://" in owner.url_path or not owner.url_path.startswith("/") else (
-                    owner.base + owner.url_path
+                url = (
+                    owner.url_path
+                    if "://" in owner.url_path or not owner.url_path.startswith("/")
+                    else (owner.base + owner.url_path)
                 )
                 self._send(200, json.dumps({"status": "completed", "download_url": url}).encode())
                 return
             number = len(owner.requests)
             owner.requests.append(
-                {"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")}
+                {
+                    "path": self.path,
+                    "range": self.headers.get("Range"),
+                    "if_range": self.headers.get("If-Range"),
+                }
             )
             self._file(owner.pick(number))
 

@@ -173,7 +173,9 @@ def test_unwritable_destination_fails_before_any_request(env: Env, where: str) -
     project_id = env.completed_export()
     requests = env.counts()["requests"]
     with pytest.raises(BabouInputError, match="cannot write"):
-        BabouDownloadExportOperator(task_id="d", project_id=project_id, destination=where).execute(make_context())
+        BabouDownloadExportOperator(task_id="d", project_id=project_id, destination=where).execute(
+            make_context()
+        )
     assert env.counts()["requests"] == requests
 
 
@@ -199,7 +201,7 @@ def test_no_mp4_no_asset_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
             babou_conn_id="babou_script",
             outlets=[video],
         )
-        with pytest.raises(BabouError, match="empty|not an MP4"):
+        with pytest.raises(BabouError, match=r"empty|not an MP4"):
             op.execute(context)
     assert list(tmp_path.iterdir()) == []
     assert context["outlet_events"][video].extra == {}
