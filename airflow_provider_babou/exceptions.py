@@ -147,6 +147,13 @@ class BabouDownloadExpiredError(BabouError):
     """The export's signed ``download_url`` has expired; get the export status for a fresh one."""
 
 
+class BabouDownloadStalledError(BabouTransportError):
+    """A download ran slower than its minimum speed over a window, or past the task's deadline.
+
+    A cut like any other: it is resumed while the download's time bounds allow, then raised.
+    """
+
+
 class BabouJobFailedError(BabouError):
     """A prompt, export or asset reached a failed terminal state; ``message`` is Babou's reason."""
 

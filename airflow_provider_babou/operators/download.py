@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 class BabouDownloadExportOperator(BabouBaseOperator):
     """Download a project's completed export (the MP4) to a local path or object storage.
 
-    Missing parent directories are created. The hook writes to a temporary file beside the
-    destination, resumes interrupted transfers and renames atomically, so a retry never leaves a
-    half-written video at ``destination``. Each
+    Before any request, the destination is proven writable (missing parent directories are
+    created, a probe file is written and removed; an S3 bucket must exist and is never created).
+    The hook writes to a temporary file beside the destination, resumes interrupted transfers only
+    into the same file, checks it is an MP4 and renames atomically, so a retry never leaves a
+    half-written or wrong video at ``destination``. Each
     :class:`~airflow.sdk.Asset` in ``outlets`` gets an event whose extra carries ``project_id``,
     ``size``, ``sha256`` and ``path``.
 
@@ -33,8 +35,8 @@ class BabouDownloadExportOperator(BabouBaseOperator):
     :param project_id: the exported project.
     :param destination: a file path or an :class:`~airflow.sdk.ObjectStoragePath` (``s3://...``
         strings are turned into one).
-    :param dest_conn_id: the connection of an object-storage ``destination`` given as a string
-        (e.g. ``aws_default`` for ``s3://...``); ignored for a local path.
+    :param dest_conn_id: the connection of an object-storage ``destination`` given as a string;
+        without it the URL's own, else the scheme's default (``aws_default`` for ``s3://...``).
     :param overwrite: replace an existing file at ``destination`` instead of failing.
     :param babou_conn_id: the Airflow connection holding Babou's base URL and API key.
     """

@@ -145,7 +145,7 @@ def test_object_appearing_meanwhile_is_not_overwritten(hook, emulator, s3_server
 
 def test_range_ignored_restarts_the_upload(mock_hook, s3_server, s3_bucket, local_disk) -> None:
     # The emulator honours Range; a server that ignores it is a MockTransport's to play.
-    payload, cut = os.urandom(BIG), CUT
+    payload, cut = b"\x00\x00\x00\x18ftypisom" + os.urandom(BIG - 12), CUT
     ranges: list[str | None] = []
 
     class CutShort(httpx.SyncByteStream):
@@ -171,11 +171,21 @@ def test_range_ignored_restarts_the_upload(mock_hook, s3_server, s3_bucket, loca
     assert _uploads(s3_server, s3_bucket) == []  # the first upload, a part in, was aborted
 
 
-def test_upload_failure_is_reported(hook, emulator, s3_server, s3_bucket) -> None:
-    # The bucket is gone: the first part's upload fails mid-download, with S3's own words.
-    emulator.configure(mp4_size=BIG)
+def test_missing_bucket_refused_before_any_request(hook, emulator, s3_server, s3_bucket) -> None:
+    # The check runs before the export is read, and the download never creates a bucket.
     project_id = completed_export(hook)
     s3_server.client().delete_bucket(Bucket=s3_bucket)
-    with pytest.raises(FileNotFoundError, match="bucket does not exist"):
+    before = key_stats(emulator)["requests_by_route"]
+    with pytest.raises(BabouInputError, match=f"bucket '{s3_bucket}' does not exist"):
         hook.download_export(project_id, _target(s3_bucket))
-    assert route_count(emulator, DOWNLOAD) == 1
+    assert key_stats(emulator)["requests_by_route"] == before
+    buckets = [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
+    assert s3_bucket not in buckets
+
+
+@pytest.mark.parametrize("bucket", ["Upper-Case", "under_score", "ab", "a..b", "-dash"])
+def test_invalid_bucket_name_is_an_input_error(hook, emulator, s3_server, s3_bucket, bucket) -> None:
+    before = key_stats(emulator)["requests_by_route"]
+    with pytest.raises(BabouInputError, match="not a valid S3 bucket name"):
+        hook.download_export("prj_1", _target(bucket))
+    assert key_stats(emulator)["requests_by_route"] == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import pytest
 from airflow.sdk import Asset, ObjectStoragePath
 
 from airflow_provider_babou.exceptions import BabouError, BabouInputError
+from airflow_provider_babou.operators._steps import as_location, checked_destination
 from airflow_provider_babou.operators.babou import BabouDownloadExportOperator
+from tests.download_server import DownloadServer, File
+from tests.keys import ALICE
 from tests.operators.conftest import BAD_DESTINATIONS, Env, bad_destinations, make_context
 from tests.s3 import MotoServer
 
@@ -129,3 +133,75 @@ def test_download_to_s3_through_the_named_connection(env: Env, s3_server: MotoSe
     assert (len(body), hashlib.sha256(body).hexdigest()) == (result["size"], result["sha256"])
     assert result["path"].startswith("s3://")
     assert result["path"].endswith(f"{s3_bucket}/runs/v.mp4")
+
+
+def test_s3_without_conn_id_uses_aws_default(
+    env: Env, s3_server: MotoServer, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aws_default names the S3 server; boto's own chain (env) would reach a closed port instead.
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(s3_server.connection()))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    project_id = env.completed_export()
+    destination = f"s3://{s3_bucket}/default/v.mp4"
+    result = BabouDownloadExportOperator(task_id="d", project_id=project_id, destination=destination).execute(
+        make_context()
+    )
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key="default/v.mp4")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == result["sha256"]
+    assert as_location(destination).conn_id == "aws_default"
+    assert as_location(f"s3://babou_s3@{s3_bucket}/k").conn_id == "babou_s3"  # the URL's own wins
+    assert as_location(destination, "babou_s3").conn_id == "babou_s3"
+
+
+def test_missing_bucket_fails_before_any_request(env: Env, s3_server: MotoServer, s3_bucket: str) -> None:
+    project_id = env.completed_export()
+    requests = env.counts()["requests"]
+    op = BabouDownloadExportOperator(
+        task_id="d", project_id=project_id, destination=f"s3://babou_s3@{s3_bucket}-gone/run/v.mp4"
+    )
+    with pytest.raises(BabouInputError, match="does not exist"):
+        op.execute(make_context())
+    assert env.counts()["requests"] == requests
+    assert f"{s3_bucket}-gone" not in [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
+
+
+@pytest.mark.parametrize("where", ["/proc/babou-nowhere/out.mp4", "/proc/out.mp4"])
+def test_unwritable_destination_fails_before_any_request(env: Env, where: str) -> None:
+    # Permission bits say yes to root; only writing tells.
+    project_id = env.completed_export()
+    requests = env.counts()["requests"]
+    with pytest.raises(BabouInputError, match="cannot write"):
+        BabouDownloadExportOperator(task_id="d", project_id=project_id, destination=where).execute(
+            make_context()
+        )
+    assert env.counts()["requests"] == requests
+
+
+def test_destination_probe_leaves_only_the_parents(tmp_path: Path) -> None:
+    destination = tmp_path / "a" / "b" / "v.mp4"
+    assert checked_destination(str(destination), overwrite=False) == str(destination)
+    assert destination.parent.is_dir()
+    assert list(destination.parent.iterdir()) == []  # the probe is gone, the parents stay
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>maintenance</html>"])
+def test_no_mp4_no_asset_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: bytes) -> None:
+    video = Asset("babou://video")
+    context = make_context()
+    with DownloadServer() as server:
+        server.pick = lambda n: File(body)
+        conn = {"conn_type": "babou", "host": server.api_url, "password": ALICE}
+        monkeypatch.setenv("AIRFLOW_CONN_BABOU_SCRIPT", json.dumps(conn))
+        op = BabouDownloadExportOperator(
+            task_id="d",
+            project_id="prj_script",
+            destination=str(tmp_path / "v.mp4"),
+            babou_conn_id="babou_script",
+            outlets=[video],
+        )
+        with pytest.raises(BabouError, match=r"empty|not an MP4"):
+            op.execute(context)
+    assert list(tmp_path.iterdir()) == []
+    assert context["outlet_events"][video].extra == {}
