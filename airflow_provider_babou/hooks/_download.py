@@ -3,11 +3,18 @@
 Used by :meth:`BabouHook.download_export`; HTTP goes through the hook's client, the file work
 through :class:`~._transfer.DownloadState`. A remote destination is written as the bytes arrive
 and a resumed request appends to the same open object, so no local copy is ever made.
+
+Bounds: each request must move at least ``min_speed`` bytes/s averaged over every ``speed_window``
+seconds (else :class:`BabouDownloadStalledError`, a cut); cuts are resumed for ``retry_deadline``
+seconds after the last request that kept that speed, never past the hook's ``deadline``.
+A resume appends only to provably the same file (same size, same ``ETag``/``Last-Modified`` when
+the server gave one, sent as ``If-Range``); anything else starts again from byte 0.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +22,14 @@ import httpx
 
 from airflow_provider_babou.exceptions import (
     BabouDownloadExpiredError,
+    BabouDownloadStalledError,
     BabouError,
     BabouInputError,
+    BabouServerError,
     BabouTransportError,
 )
 from airflow_provider_babou.hooks._http import error_for_response, is_transient, transport_error
-from airflow_provider_babou.hooks._transfer import CHUNK_SIZE, DownloadState, check_destination
+from airflow_provider_babou.hooks._transfer import DownloadState, check_destination
 from airflow_provider_babou.models import DownloadResult, ExportStatus
 
 if TYPE_CHECKING:
@@ -28,27 +37,100 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Default slowest acceptable download: 16 KiB/s (a 100 MiB video in under two hours) ...
+MIN_SPEED = 16 * 1024
+#: ... averaged over each 30 s, so a short pause of the server is not a stall.
+SPEED_WINDOW = 30.0
 
-def download(hook: BabouHook, pid: str, destination: Any, *, overwrite: bool) -> DownloadResult:
+
+class _Pace:
+    """The time bounds of one download request: minimum speed per window and the hook's deadline."""
+
+    def __init__(self, min_speed: float, window: float, deadline: float | None, received: int) -> None:
+        self.min_speed, self.window, self.deadline = min_speed, window, deadline
+        self.mark, self.mark_bytes = time.monotonic(), received
+
+    def check(self, received: int, path: str) -> None:
+        """Raise :class:`BabouDownloadStalledError` if the window was too slow or the deadline passed."""
+        now = time.monotonic()
+        if self.deadline is not None and time.time() >= self.deadline:
+            raise BabouDownloadStalledError(
+                "the task's deadline passed during the download", method="GET", path=path
+            )
+        if now - self.mark < self.window:
+            return
+        moved = received - self.mark_bytes
+        if moved < self.min_speed * (now - self.mark):
+            raise BabouDownloadStalledError(
+                f"download too slow: {moved} bytes in {now - self.mark:.0f} s, under the minimum "
+                f"of {self.min_speed:g} bytes/s",
+                method="GET",
+                path=path,
+                hint="the server is trickling; lower min_speed or raise speed_window if this is expected",
+            )
+        self.mark, self.mark_bytes = now, received
+
+    def read_timeout(self, timeout: float) -> httpx.Timeout | None:
+        """The per-read timeout, cut to what is left before the deadline (``None``: the client's)."""
+        if self.deadline is None or self.deadline - time.time() >= timeout:
+            return None
+        return httpx.Timeout(max(self.deadline - time.time(), 0.05))
+
+
+def _bound(name: str, value: float) -> float:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
+        raise BabouInputError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _usable_url(url: str | None, pid: str) -> str:
+    """Refuse a ``download_url`` that is not an absolute http(s) URL: no retry can fix it."""
+    try:
+        parsed = httpx.URL(url or "")
+        scheme, host = parsed.scheme, parsed.host
+    except httpx.InvalidURL:
+        scheme, host = "", ""
+    if scheme in ("http", "https") and host:
+        return str(url)
+    shape = f"a {scheme}:// URL" if scheme else "a relative or malformed URL" if url else "no URL"
+    raise BabouServerError(
+        f"Babou returned an unusable download_url for project {pid}: {shape}, not http(s)",
+        hint="no retry can fix this answer; report it to Babou with the project id",
+    )
+
+
+def download(
+    hook: BabouHook,
+    pid: str,
+    destination: Any,
+    *,
+    overwrite: bool,
+    min_speed: float = MIN_SPEED,
+    speed_window: float = SPEED_WINDOW,
+) -> DownloadResult:
     """Download project ``pid``'s completed export to ``destination`` (checked before any request)."""
+    min_speed, speed_window = _bound("min_speed", min_speed), _bound("speed_window", speed_window)
     local, remote = check_destination(destination, overwrite=overwrite)
     export = hook.get_export(pid)
-    if export.status is not ExportStatus.COMPLETED or not export.download_url:
+    if export.status is not ExportStatus.COMPLETED:
         raise BabouInputError(
             f"the export of project {pid} is {export.status.value}, not completed: nothing to download",
             hint="wait for the export first",
         )
-    url, refreshed, resumes = export.download_url, False, 0
-    give_up = time.monotonic() + hook.config.retry_deadline
+    url, refreshed, resumes = _usable_url(export.download_url, pid), False, 0
     state = DownloadState(local, remote)
+    retry_from = time.monotonic()  # the resume clock, restarted by each request that kept the pace
     try:
         while True:
+            started, received = time.monotonic(), state.received
             try:
-                _stream(hook, url, state)
+                _stream(hook, url, state, _Pace(min_speed, speed_window, hook.deadline, received))
                 break
             except BabouError as err:
                 if err.http_status == 403 and not refreshed:
-                    refreshed, url = True, hook.get_export(pid).download_url or url
+                    refreshed, url = True, _usable_url(hook.get_export(pid).download_url or url, pid)
+                    state.refreshed = True  # a new URL may be a newer export: resume only if provable
                     continue
                 if err.http_status == 403:
                     raise BabouDownloadExpiredError(
@@ -56,11 +138,18 @@ def download(hook: BabouHook, pid: str, destination: Any, *, overwrite: bool) ->
                         http_status=403,
                         hint=f"fetch the export status of {pid} again for a new download_url",
                     ) from err
+                now = time.monotonic()
+                kept_pace = state.received - received >= min_speed * (now - started) > 0
+                if kept_pace and not isinstance(err, BabouDownloadStalledError):
+                    retry_from = now
                 resumes += 1
-                if not is_transient(err) or time.monotonic() > give_up:
+                pause = min(0.5 * resumes, 5.0)
+                late = hook.deadline is not None and time.time() + pause >= hook.deadline
+                if not is_transient(err) or late or now + pause > retry_from + hook.config.retry_deadline:
                     raise
                 log.warning("Download of %s interrupted at %d bytes (%s); resuming", pid, state.offset, err)
-                time.sleep(min(0.5 * resumes, 5.0))
+                time.sleep(pause)
+        state.check_video(pid)
         state.finish(local, overwrite=overwrite)
     except BaseException:
         state.discard()
@@ -69,14 +158,25 @@ def download(hook: BabouHook, pid: str, destination: Any, *, overwrite: bool) ->
     return DownloadResult(path=path, size=state.offset, sha256=state.sha256.hexdigest(), project_id=pid)
 
 
-def _stream(hook: BabouHook, url: str, state: DownloadState) -> None:
+def _cut(message: str, url: str) -> BabouTransportError:
+    return BabouTransportError(message, method="GET", path=httpx.URL(url).path)
+
+
+def _stream(hook: BabouHook, url: str, state: DownloadState, pace: _Pace) -> None:
     """One download request from ``state.offset``: append to the file, raise a typed error if cut."""
     headers = {"Accept-Encoding": "identity"}  # byte offsets must refer to the file itself
+    if state.offset and not state.resumable():
+        state.restart()  # nothing proves the server still has the same file
     if state.offset:
         headers["Range"] = f"bytes={state.offset}-"
-    key = hook.config.api_key
+        validator = state.validator()
+        if validator:
+            headers["If-Range"] = validator  # the server sends the whole file if it changed
+    key, path = hook.config.api_key, httpx.URL(url).path
     try:
-        with hook.get_conn().stream("GET", url, headers=headers) as response:
+        timeout = pace.read_timeout(hook.config.timeout)
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        with hook.get_conn().stream("GET", url, headers=headers, **extra) as response:
             status = response.status_code
             if status == 206:
                 try:
@@ -85,31 +185,29 @@ def _stream(hook: BabouHook, url: str, state: DownloadState) -> None:
                         raise ValueError("a range we did not ask for")
                 except ValueError as exc:  # start over rather than corrupt the file
                     state.restart()
-                    raise BabouTransportError(
-                        f"bad Content-Range: {exc}", method="GET", path=httpx.URL(url).path
-                    ) from None
-                state.total = total
+                    raise _cut(f"bad Content-Range: {exc}", url) from None
+                if not state.same_file(total, response.headers):
+                    state.restart()
+                    raise _cut("the file changed since the download began; starting again", url)
             elif status == 200:
                 state.restart()  # a whole file: the server ignored Range, or this is the first request
                 length = response.headers.get("Content-Length", "")
-                state.total = int(length) if length.isdigit() else None
-            elif status == 416 and state.total is not None and state.offset >= state.total:
-                return
+                state.identify(int(length) if length.isdigit() else None, response.headers)
+            elif status == 416:  # the file is now shorter than what we have: not ours to extend
+                state.restart()
+                raise _cut("the file changed since the download began (416); starting again", url)
             else:
                 response.read()
                 raise error_for_response(response, "GET", key)
-            for chunk in response.iter_raw(CHUNK_SIZE):
+            for chunk in response.iter_raw():  # as the bytes come: a trickle is seen at once
                 state.write(chunk)
+                pace.check(state.received, path)
     except httpx.TransportError as exc:
         raise transport_error(exc, "GET", url, key) from exc
     if state.total is not None and state.offset != state.total:
         if state.offset > state.total:
             state.restart()
-        raise BabouTransportError(
-            f"download ended at {state.offset} of {state.total} bytes",
-            method="GET",
-            path=httpx.URL(url).path,
-        )
+        raise _cut(f"download ended at {state.offset} of {state.total} bytes", url)
 
 
 def _content_range(value: str) -> tuple[int, int | None]:

@@ -16,11 +16,12 @@ import logging
 import mimetypes
 import os
 import random
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_provider_babou.exceptions import BabouInputError
+from airflow_provider_babou.exceptions import BabouInputError, BabouServerError
 from airflow_provider_babou.limits import MAX_UPLOAD_BYTES, SUPPORTED_CONTENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,16 @@ def check_destination(
     if destination is None or (isinstance(destination, str) and not destination.strip()):
         raise BabouInputError("destination is empty", hint="pass a file path such as /tmp/video.mp4")
     if is_remote(destination):
-        if destination.is_dir():
+        try:
+            _check_bucket(destination)
+            is_dir, exists = destination.is_dir(), destination.exists()
+        except BabouInputError:
+            raise
+        except Exception as exc:  # botocore's and fsspec's own words, typed
+            raise BabouInputError(f"cannot write {destination}: {type(exc).__name__}: {exc}") from None
+        if is_dir:
             raise BabouInputError(f"destination {destination} is a directory", hint="pass a file path")
-        if not overwrite and destination.exists():
+        if not overwrite and exists:
             raise BabouInputError(f"destination {destination} already exists", hint="pass overwrite=True")
         return None, destination
     if hasattr(destination, "protocol"):
@@ -210,7 +218,47 @@ def check_destination(
     longest = max(len(os.fsencode(part)) for part in path.parts)
     if longest > os.pathconf(existing, "PC_NAME_MAX") - 40:  # room for the temporary file's suffix
         raise BabouInputError(f"cannot write {path}: a name in it is too long for the file system")
+    _probe(path, create_parents)
     return path, None
+
+
+def _probe(path: Path, create_parents: bool) -> None:
+    """Prove ``path`` writable: create its parents (when allowed) and a temporary file beside it.
+
+    Permission bits do not tell (root passes them all, ``/proc`` refuses everyone): only writing
+    does. The probe is removed at once; created parent directories stay, empty.
+    """
+    probe = path.with_name(f".{path.name}.{os.getpid()}.{random.randrange(1 << 32):08x}.probe")
+    try:
+        if create_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise BabouInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    probe.unlink(missing_ok=True)
+
+
+#: S3's bucket naming rules (3-63 lower-case letters, digits, dots and hyphens).
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+S3_SCHEMES = ("s3", "s3a", "s3n")
+
+
+def _check_bucket(destination: Any) -> None:
+    """An S3 destination's bucket must be well named and exist: a download never creates one."""
+    if destination.protocol not in S3_SCHEMES:
+        return
+    bucket = str(destination.path).lstrip("/").partition("/")[0]
+    if not _S3_BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise BabouInputError(
+            f"destination {destination}: {bucket!r} is not a valid S3 bucket name",
+            hint="3-63 lower-case letters, digits, dots and hyphens; first and last a letter or digit",
+        )
+    if not destination.fs.exists(bucket):
+        raise BabouInputError(
+            f"destination {destination}: the bucket {bucket!r} does not exist (or this connection "
+            "cannot see it)",
+            hint="create the bucket first (the download never creates one), or fix dest_conn_id",
+        )
 
 
 class DownloadState:
@@ -235,8 +283,49 @@ class DownloadState:
             )
         self.file = self._open()
         self.offset = 0
+        self.received = 0  # every byte written, restarts included: what the pace is measured on
+        self.head = b""  # the first bytes, to tell an MP4
         self.total: int | None = None
+        self.etag: str | None = None
+        self.last_modified: str | None = None
+        self.refreshed = False  # the URL was replaced: only a validator proves it is the same file
         self.sha256 = hashlib.sha256()
+
+    def identify(self, total: int | None, headers: Any) -> None:
+        """Remember what the whole file's answer said it is: size, ``ETag``, ``Last-Modified``."""
+        self.total = total
+        self.etag = headers.get("ETag") or None
+        self.last_modified = headers.get("Last-Modified") or None
+        self.refreshed = False
+
+    def validator(self) -> str | None:
+        """The ``If-Range`` value: a strong ``ETag``, else ``Last-Modified``, else ``None``."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def resumable(self) -> bool:
+        """Whether a ``Range`` request can be checked to continue this same file."""
+        return self.total is not None and (not self.refreshed or self.validator() is not None)
+
+    def same_file(self, total: int | None, headers: Any) -> bool:
+        """Whether a partial answer is of the file begun: same size and the same validators."""
+        return (
+            total == self.total
+            and (self.etag is None or headers.get("ETag") == self.etag)
+            and (self.last_modified is None or headers.get("Last-Modified") == self.last_modified)
+        )
+
+    def check_video(self, pid: str) -> None:
+        """Refuse what is not an MP4 (an ``ftyp`` box first) before it is put in place."""
+        if self.offset == 0:
+            raise BabouServerError(f"the download of project {pid} is empty: Babou sent no video")
+        if self.head[4:8] != b"ftyp":
+            raise BabouServerError(
+                f"the download of project {pid} is not an MP4 ({self.offset} bytes starting "
+                f"{self.head[:12]!r}, no 'ftyp' box)",
+                hint="export the project again; report it to Babou if it persists",
+            )
 
     def _open(self) -> Any:
         if self.temp_path is not None:
@@ -264,13 +353,18 @@ class DownloadState:
             self._cancel()
             self.file = self._open()
         self.offset = 0
+        self.head = b""
+        self.total = self.etag = self.last_modified = None
         self.sha256 = hashlib.sha256()
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk to the file and the checksum."""
         self.file.write(chunk)
         self.sha256.update(chunk)
+        if len(self.head) < 12:
+            self.head = (self.head + chunk)[:12]
         self.offset += len(chunk)
+        self.received += len(chunk)
 
     def discard(self) -> None:
         """Delete the temporary file, or cancel the remote object, after a failure."""

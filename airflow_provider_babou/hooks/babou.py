@@ -503,11 +503,18 @@ class BabouHook(BaseHook):
     # ------------------------------------------------------------------ download
 
     def download_export(
-        self, project_id: str, destination: Any, *, overwrite: bool = False
+        self,
+        project_id: str,
+        destination: Any,
+        *,
+        overwrite: bool = False,
+        min_speed: float = _download.MIN_SPEED,
+        speed_window: float = _download.SPEED_WINDOW,
     ) -> DownloadResult:
-        """Download the completed export's MP4 (:func:`._download.download`): destination checked first,
-        streamed (to S3 too), resumed with ``Range``, an expired URL refreshed; it appears once whole."""
-        return _download.download(self, check_id("project", project_id), destination, overwrite=overwrite)
+        """Download the export's MP4 (:func:`._download.download`): destination checked first, streamed,
+        resumed only into the same file, at least ``min_speed`` bytes/s over each ``speed_window`` s."""
+        pid, bounds = check_id("project", project_id), {"min_speed": min_speed, "speed_window": speed_window}
+        return _download.download(self, pid, destination, overwrite=overwrite, **bounds)
 
     # ------------------------------------------------------------------ waits
 

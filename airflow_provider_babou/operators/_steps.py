@@ -26,7 +26,7 @@ from airflow_provider_babou.exceptions import (
     BabouInputError,
     BabouOutcomeUnknownError,
 )
-from airflow_provider_babou.hooks._transfer import check_destination, is_remote
+from airflow_provider_babou.hooks._transfer import S3_SCHEMES, check_destination, is_remote
 from airflow_provider_babou.links import BabouVideoLink
 from airflow_provider_babou.models import Chapter, Project, PromptStatus
 from airflow_provider_babou.validation import DESCRIPTION_MAX
@@ -182,6 +182,11 @@ def start_or_attach_export(hook: BabouHook, project_id: str, *, reuse_completed:
     return "started"
 
 
+#: The default connection of a scheme whose Airflow file system, given none, would fall back on
+#: something else (S3: boto's own credential chain, not ``aws_default`` as Airflow's hooks do).
+DEFAULT_CONN_IDS = {scheme: "aws_default" for scheme in S3_SCHEMES}
+
+
 def as_location(value: Any, conn_id: str | None = None) -> Any:
     """Turn a templated ``scheme://...`` string into an :class:`ObjectStoragePath`; keep anything else.
 
@@ -190,12 +195,15 @@ def as_location(value: Any, conn_id: str | None = None) -> Any:
     """
     if isinstance(value, str) and "://" in value:
         # Airflow 3.1 takes an explicit conn_id=None over the URL's own: pass it only when set.
-        return ObjectStoragePath(value, conn_id=conn_id) if conn_id else ObjectStoragePath(value)
+        value = ObjectStoragePath(value, conn_id=conn_id) if conn_id else ObjectStoragePath(value)
+    if isinstance(value, ObjectStoragePath) and not value.conn_id and value.protocol in DEFAULT_CONN_IDS:
+        value = ObjectStoragePath(str(value), conn_id=DEFAULT_CONN_IDS[value.protocol])
     return value
 
 
 def checked_destination(destination: Any, *, overwrite: bool, conn_id: str | None = None) -> Any:
-    """Check a destination before any remote work; missing parent directories are allowed (created later)."""
+    """Check a destination before any remote work: its missing parent directories are created and a
+    probe file is written and removed beside it; an S3 bucket must exist (none is ever created)."""
     destination = as_location(destination, conn_id)
     check_destination(destination, overwrite=overwrite, create_parents=True)
     return destination
@@ -218,9 +226,7 @@ def download(
             + (f": {export.error}" if export.error else ""),
             hint="run BabouStartExportOperator (wait_for_completion=True) before downloading",
         )
-    if is_remote(destination):
-        destination.parent.mkdir(parents=True, exist_ok=True)
-    else:
+    if not is_remote(destination):  # again: a deferred task may resume on another worker
         os.makedirs(
             os.path.dirname(os.path.abspath(os.fspath(getattr(destination, "path", destination)))),
             exist_ok=True,
