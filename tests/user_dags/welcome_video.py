@@ -1,4 +1,4 @@
-"""A DAG as a user of the provider writes one; ``tests/package/test_pytest_plugin.py`` tests it as they would."""
+"""A DAG as a user of the provider writes one; ``tests/package/test_pytest_plugin.py`` tests it so."""
 
 from __future__ import annotations
 
