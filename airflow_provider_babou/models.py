@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -230,9 +229,12 @@ class Export(BabouModel):
         return self.status in (ExportStatus.QUEUED, ExportStatus.PROCESSING)
 
     def fingerprint(self) -> tuple[Any, ...]:
-        """What tells two exports apart: status, URL (without a signature's query), error, duration."""
-        url = urlsplit(self.download_url)._replace(query="").geturl() if self.download_url else None
-        return (self.status, url, self.error, self.duration_seconds)
+        """What the docs let a client tell two finished exports apart by: ``status`` and ``error``.
+
+        Not the ``download_url``: the documented one names the project, the same for each of its
+        exports; nor ``duration_seconds``, which the docs do not promise.
+        """
+        return (self.status, self.error)
 
 
 class Asset(BabouModel):

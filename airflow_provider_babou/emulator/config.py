@@ -41,7 +41,7 @@ class FaultProfile(BaseModel):
     ``[0, 1)``, so their sum must not exceed 1.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = "none"
     error_500: float = Field(0.0, ge=0, le=1)
@@ -82,8 +82,10 @@ def profile_from(value: str | dict[str, Any], base: FaultProfile | None = None) 
     A dict may name a base profile (``{"name": "flaky", "drop": 0}``); fields not given keep the
     base's values (``base``, or the ``none`` profile).
 
-    :raises ValueError: unknown profile name or invalid fields.
+    :raises ValueError: unknown profile name, invalid fields, or neither a name nor an object.
     """
+    if not isinstance(value, (str, dict)):
+        raise ValueError("faults must be a profile name or an object of profile fields")
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("{"):
@@ -94,7 +96,7 @@ def profile_from(value: str | dict[str, Any], base: FaultProfile | None = None) 
             raise ValueError(f"unknown fault profile {text!r}; known: {', '.join(PROFILES)}")
         return PROFILES[text].model_copy()
     fields = dict(value)
-    if "name" in fields and fields["name"] in PROFILES:
+    if isinstance(fields.get("name"), str) and fields["name"] in PROFILES:
         start = PROFILES[fields["name"]].model_dump()
     else:
         start = (base or PROFILES["none"]).model_dump()
@@ -116,7 +118,7 @@ class EmulatorConfig(BaseModel):
     export's video as rendered; a video already within 8 bytes of it is served unpadded).
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     api_keys: list[str] = Field(default_factory=lambda: [DEMO_API_KEY])
     expired_keys: list[str] = Field(default_factory=list)

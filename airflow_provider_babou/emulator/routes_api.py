@@ -34,6 +34,10 @@ MAX_JSON_DEPTH = 64
 A body that parses but nests near Python's recursion limit could not be stored and echoed back
 (``settings``) without a ``RecursionError``; deeper ones fail in the parser. Both are 400s."""
 _DEPTH_HINT = f"The request body must be a JSON object nested at most {MAX_JSON_DEPTH} levels deep"
+_SURROGATE_HINT = "Strings must be valid Unicode: a \\uD800-\\uDFFF escape needs its pair"
+CHAPTER_DURATION_MAX = 86_400
+"""Longest chapter the emulator takes, in seconds (the docs set no limit; a rendered MP4 holds a
+card for under 2**17 s)."""
 
 
 def emulator_state(request: Request) -> EmulatorState:
@@ -80,6 +84,11 @@ async def _json_object(request: Request) -> dict[str, Any]:
         raise _invalid("The request body must be a JSON object", "Invalid JSON body")
     if _nesting_exceeds(data, MAX_JSON_DEPTH):
         raise _invalid(_DEPTH_HINT, "Invalid JSON body")
+    try:
+        # JSON's \ud800 escapes parse to lone surrogates, which no response could encode later.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise _invalid(_SURROGATE_HINT, "Invalid JSON body") from None
     return data
 
 
@@ -171,6 +180,8 @@ async def create_chapter(request: Request, project_id: str, key: str = Key) -> J
     duration = data.get("duration")
     if duration is not None and (type(duration) is not int or duration < 1):
         raise _invalid("Duration must be a positive integer")
+    if duration is not None and duration > CHAPTER_DURATION_MAX:
+        raise _invalid(f"Duration must be at most {CHAPTER_DURATION_MAX} seconds")
     return _ok(store.create_chapter(key, project_id, name, duration))
 
 
@@ -227,12 +238,13 @@ async def start_export(request: Request, project_id: str, key: str = Key) -> JSO
 )
 async def export_status(request: Request, project_id: str, key: str = Key) -> JSONResponse:
     state = emulator_state(request)
-    export_id, status, error, seconds = state.store.export_status(key, project_id)
+    status, error, seconds = state.store.export_status(key, project_id)
     body: dict[str, Any] = {"status": status, "download_url": None}
     if status == "completed":
-        # A fresh signed-looking URL on every poll, like a CDN link with an expiry.
+        # A fresh signed-looking URL on every poll, like a CDN link with an expiry. Its path names
+        # the project, as the docs' example does: the same for every export of the project.
         expires = int(time.time() + state.config.download_ttl_seconds)
-        body["download_url"] = f"{request.base_url}downloads/{export_id}.mp4?expires={expires}"
+        body["download_url"] = f"{request.base_url}downloads/{project_id}.mp4?expires={expires}"
         body["duration_seconds"] = seconds
     elif status == "failed":
         body["error"] = error

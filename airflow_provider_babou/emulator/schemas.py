@@ -136,7 +136,7 @@ class AssetList(BaseModel):
 class FailNext(BaseModel):
     """Body of ``POST /_emulator/fail-next``; ``count: 0`` clears the kind."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["prompt", "export", "asset", "upload"]
     count: int = Field(1, ge=0)
@@ -146,7 +146,7 @@ class FailNext(BaseModel):
 class ScriptFault(BaseModel):
     """Body of ``POST /_emulator/faults``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     fault: Literal[
         "500", "502_html", "503_html", "504_empty", "429", "drop_before", "drop_after", "delay_after"
@@ -161,7 +161,7 @@ class ScriptFault(BaseModel):
 class OutageRequest(BaseModel):
     """Body of ``POST /_emulator/outage``; ``seconds: 0`` ends an outage early."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     seconds: float = Field(ge=0, le=3600)
     mode: Literal["drop", "reset", "503"] = "drop"

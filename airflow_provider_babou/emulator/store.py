@@ -409,8 +409,8 @@ class Store:
             self._exports[export.id] = export
             return {"status": "queued", "message": "Export started", "estimated_time": "2-5 minutes"}
 
-    def export_status(self, key: str, project_id: str) -> tuple[str, str, str | None, int]:
-        """The project's latest export as (export id, status, error or None, video seconds)."""
+    def export_status(self, key: str, project_id: str) -> tuple[str, str | None, int]:
+        """The project's latest export as (status, error or None, video seconds)."""
         with self.lock:
             project = self._project(key, project_id)
             export = project.export
@@ -423,15 +423,26 @@ class Store:
                 )
             status = export.status(time.time())
             error = export.fail_message if status == "failed" else None
-            return export.id, status, error, export.video_seconds
+            return status, error, export.video_seconds
 
-    def completed_export(self, export_id: str) -> tuple[str, VideoPlan] | None:
-        """The owner's key and video plan of ``export_id`` if it exists and is completed, else None."""
+    def download(self, project_id: str) -> tuple[str, str, VideoPlan] | None:
+        """The project's newest completed export as (export id, owner's key, video plan), else None.
+
+        Its URL names the project, as the docs' example does: a newer export is served under the
+        same URL once it completes; until then (or if it fails) the previous video is.
+        """
         with self.lock:
-            export = self._exports.get(export_id)
-            if export is None or export.status(time.time()) != "completed":
+            now = time.time()
+            project = self._projects.get(project_id)
+            done = [
+                e
+                for e in self._exports.values()
+                if e.project_id == project_id and e.status(now) == "completed"
+            ]
+            if project is None or not done:
                 return None
-            return export.owner, export.plan
+            export = max(done, key=lambda e: e.created)
+            return export.id, export.owner, export.plan
 
     # -- assets ----------------------------------------------------------------------------------
 

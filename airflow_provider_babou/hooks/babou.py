@@ -453,17 +453,23 @@ class BabouHook(BaseHook):
             return None
 
     def start_export(self, project_id: str) -> ExportReceipt:
-        """Start rendering; after a lost answer, an export in flight or unlike the one seen before is ours."""
-        pid = check_id("project", project_id)
+        """Start rendering; after a lost answer, reconcile as ``docs/design.md`` says (never a duplicate)."""
+        pid, note = check_id("project", project_id), "recovered after an ambiguous failure"
         before = self.find_export(pid)
 
         def recover() -> ExportReceipt | None:
             now = self.find_export(pid)
-            if now is None or (
-                not now.in_flight and before is not None and now.fingerprint() == before.fingerprint()
-            ):
-                return None
-            return ExportReceipt(status=now.status, message="recovered after an ambiguous failure")
+            if now is None:
+                return None  # still no export: the POST did not take effect
+            if before is None or not before.status.is_terminal or now.fingerprint() != before.fingerprint():
+                return ExportReceipt(status=now.status, message=note)
+            if self.get_project(pid).active_export_id:
+                return ExportReceipt(message=note)  # queued, behind the finished one still shown
+            raise BabouOutcomeUnknownError(  # the download_url names the project: no export tells
+                f"starting the export of {pid} failed ambiguously and Babou shows the same "
+                f"{now.status.value} export as before: whether a new one ran cannot be told",
+                hint="check the project's export in the Babou dashboard before starting one again",
+            )
 
         return self._reconciled_post(ExportReceipt, f"/projects/{pid}/export", recover, "starting the export")
 

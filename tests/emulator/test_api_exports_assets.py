@@ -56,7 +56,7 @@ def test_export_lifecycle(api: httpx.Client) -> None:
     assert done["status"] == "completed"
     assert done["duration_seconds"] == 5
     assert done["download_url"].startswith(
-        str(api.base_url.copy_with(path="/")) + "downloads/" + active + ".mp4?expires="
+        str(api.base_url.copy_with(path="/")) + "downloads/" + project + ".mp4?expires="
     )
     assert "error" not in done
     assert api.get(f"/projects/{project}").json()["active_export_id"] is None

@@ -115,3 +115,39 @@ def test_download_drop_after_bytes(emulator: EmulatorControl, after_bytes: int) 
             received += len(chunk)
     assert received == after_bytes
     assert httpx.get(url).status_code == 200
+
+
+def test_download_url_names_the_project_as_the_docs_do(emulator: EmulatorControl) -> None:
+    """``.../prj_x.mp4``: the same path for every export of the project (only ``expires`` differs);
+    a re-export replaces the video behind it once it completes, never before."""
+    with client(emulator, ALICE) as api:
+        project, chapter = project_with_completed_chapter(api, "First take")
+        api.post(f"/projects/{project}/export")
+        time.sleep(EXPORT_DONE)
+        first = api.get(f"/projects/{project}/export").json()["download_url"]
+        assert httpx.URL(first).path == f"/downloads/{project}.mp4"
+        first_video = httpx.get(first).content
+        api.post(f"/projects/{project}/chapters/{chapter}/prompt", json={"content": "Second take"})
+        time.sleep(0.6)
+        emulator.configure(export_queued_seconds=30)
+        assert api.post(f"/projects/{project}/export").status_code == 200
+        assert httpx.get(first).content == first_video  # the re-export is queued: still the old video
+    emulator.reset()
+
+
+def test_a_completed_re_export_is_served_under_the_same_path(emulator: EmulatorControl) -> None:
+    with client(emulator, ALICE) as api:
+        project, chapter = project_with_completed_chapter(api, "First take")
+        api.post(f"/projects/{project}/export")
+        time.sleep(EXPORT_DONE)
+        first = api.get(f"/projects/{project}/export").json()["download_url"]
+        first_video = httpx.get(first).content
+        api.post(f"/projects/{project}/chapters/{chapter}/prompt", json={"content": "Second take"})
+        time.sleep(0.6)
+        api.post(f"/projects/{project}/export")
+        time.sleep(EXPORT_DONE)
+        second = api.get(f"/projects/{project}/export").json()["download_url"]
+    assert httpx.URL(second).path == httpx.URL(first).path
+    second_video = httpx.get(second).content
+    assert second_video != first_video  # the new render, behind the same path
+    assert httpx.get(first).content == second_video  # an older URL of the project serves it too

@@ -96,7 +96,7 @@ def test_export_and_download(hook: BabouHook, tmp_path: Path, emulator: Emulator
     with pytest.raises(BabouInputError, match="already exists"):
         hook.download_export(project_id, target)
     assert hook.download_export(project_id, target, overwrite=True).sha256 == result.sha256
-    assert route_count(emulator, "GET /downloads/{export_id}.mp4") == 2
+    assert route_count(emulator, "GET /downloads/{project_id}.mp4") == 2
 
 
 def test_assets(hook: BabouHook, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import DownloadResult
 from tests.helpers import FAST_POLL, completed_export, route_count
 
-DOWNLOAD = "GET /downloads/{export_id}.mp4"
+DOWNLOAD = "GET /downloads/{project_id}.mp4"
 
 
 def _no_requests(emulator: EmulatorControl) -> None:

@@ -291,17 +291,67 @@ def test_start_export_reconciles(hook: BabouHook, emulator: EmulatorControl, fau
     assert route_count(emulator, EXPORT) == (1 if fault in ("drop_after", "delay_after") else 2)
 
 
-@pytest.mark.parametrize("fault", ["drop_after", "500"])
-def test_start_export_again_after_a_finished_one(
-    hook: BabouHook, emulator: EmulatorControl, fault: str
+def _lost_export_answer(emulator: EmulatorControl, fault: str = "drop_after") -> None:
+    """The next POST /export takes effect (unless ``fault`` fails it first); its answer is lost."""
+    emulator.inject_fault(fault, method="POST", path="/export$", after_bytes=0)
+
+
+def test_a_lost_answer_to_the_first_export_starts_exactly_one(
+    hook: BabouHook, emulator: EmulatorControl
 ) -> None:
-    """A second export of a project: the finished first one is not mistaken for the new one."""
-    hook._overrides["timeout"] = 0.5
+    project = hook.create_project(name="p")
+    chapter = hook.create_chapter(project.id, name="c")
+    receipt = hook.submit_prompt(project.id, chapter.id, content="x")
+    hook.wait_for_prompt(project.id, chapter.id, receipt.prompt_id, poll=FAST_POLL, timeout=10)
+    _lost_export_answer(emulator)
+    started = hook.start_export(project.id)
+    assert "recovered" in (started.message or "")
+    assert key_stats(emulator)["exports_started"] == 1
+    assert route_count(emulator, EXPORT) == 1
+    assert hook.wait_for_export(project.id, poll=FAST_POLL, timeout=10).status.is_success
+
+
+def test_a_lost_answer_to_a_re_export_starts_exactly_one(hook: BabouHook, emulator: EmulatorControl) -> None:
+    """The documented download_url names the project, so the finished export before and ours look
+    alike once done; ours is told by being in flight (queued/processing) when the answer is lost."""
     project_id = completed_export(hook)
-    emulator.configure(export_queued_seconds=2)
-    emulator.inject_fault(fault, method="POST", path="/export$")
+    before = hook.get_export(project_id)
+    assert key_stats(emulator)["exports_started"] == 1
+    _lost_export_answer(emulator)
     started = hook.start_export(project_id)
     assert started.status.value in ("queued", "processing")
+    assert "recovered" in (started.message or "")
+    assert key_stats(emulator)["exports_started"] == 2  # the earlier one and exactly one new one
+    assert route_count(emulator, EXPORT) == 2
+    after = hook.wait_for_export(project_id, poll=FAST_POLL, timeout=10)
+    # What a client sees of the two finished exports is the same, the URL (less its expiry) too.
+    assert after.fingerprint() == before.fingerprint()
+    assert (after.download_url or "").split("?")[0] == (before.download_url or "").split("?")[0]
+
+
+def test_a_re_export_resent_after_a_refused_post_starts_exactly_one(
+    hook: BabouHook, emulator: EmulatorControl
+) -> None:
+    """A 503 surely did not take effect: the POST is sent again, once."""
+    project_id = completed_export(hook)
+    _lost_export_answer(emulator, "503_html")
+    assert hook.start_export(project_id).status.value == "queued"
     assert key_stats(emulator)["exports_started"] == 2
-    # drop_after: the new export is in flight, so it is ours; 500: the old one is unchanged, resend.
-    assert route_count(emulator, EXPORT) == (2 if fault == "drop_after" else 3)
+    assert route_count(emulator, EXPORT) == 3
+
+
+@pytest.mark.parametrize("fault", ["drop_after", "500"])
+def test_a_re_export_that_may_have_finished_unseen_is_neither_resent_nor_ours(
+    hook: BabouHook, emulator: EmulatorControl, fault: str
+) -> None:
+    """Instant renders: after the lost answer Babou shows a completed export just like the one from
+    before, whether the POST ran (drop_after) or not (500). Resending might bill a second render;
+    taking the old video for ours might be a false success: the caller is told instead."""
+    project_id = completed_export(hook)
+    emulator.configure(export_queued_seconds=0, export_processing_seconds=0)
+    _lost_export_answer(emulator, fault)
+    with pytest.raises(BabouOutcomeUnknownError, match="same completed export as before") as info:
+        hook.start_export(project_id)
+    assert "dashboard" in (info.value.hint or "")
+    assert route_count(emulator, EXPORT) == 2  # never resent
+    assert key_stats(emulator)["exports_started"] == (2 if fault == "drop_after" else 1)

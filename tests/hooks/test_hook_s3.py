@@ -25,7 +25,7 @@ from airflow_provider_babou.models import DownloadResult
 from tests.helpers import DiskWatch, completed_export, key_stats, route_count
 from tests.s3 import MotoServer
 
-DOWNLOAD = "GET /downloads/{export_id}.mp4"
+DOWNLOAD = "GET /downloads/{project_id}.mp4"
 MIB = 1024 * 1024
 # Several parts of UPLOAD_PART_SIZE (8 MiB): a real multipart upload, cut after its first part.
 BIG = 20 * MIB

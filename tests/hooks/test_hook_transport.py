@@ -24,7 +24,7 @@ from airflow_provider_babou.polling import ExportTarget
 from tests.helpers import FAST_POLL, completed_export, key_stats, route_count
 from tests.keys import ALICE, EXPIRED
 
-DOWNLOAD = "GET /downloads/{export_id}.mp4"
+DOWNLOAD = "GET /downloads/{project_id}.mp4"
 
 
 # --------------------------------------------------------------------------- connection

@@ -16,7 +16,8 @@ from airflow_provider_babou.models import ExportStatus, PromptStatus
 from tests.unit.script import Script, VirtualClock, fail, ok, scripted_hook
 
 CDN = "https://api.babou.test"
-EXPORT = "/projects/prj_1/export"
+PROJECT = "/projects/prj_1"
+EXPORT = PROJECT + "/export"
 CHAPTER = "/projects/prj_1/chapters/cht_1"
 PROMPT = CHAPTER + "/prompt"
 NOT_FOUND = fail(404, {"error": "No export found for this project", "code": "NOT_FOUND"})
@@ -44,21 +45,43 @@ def _clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
 @pytest.mark.parametrize(
     "failure", [fail(500), fail(502, text="<html/>"), fail(504, text=""), httpx.ReadTimeout]
 )
-@pytest.mark.parametrize("expires", [1, 2], ids=["same-url", "fresh-signature"])
-def test_an_old_finished_export_is_not_taken_for_ours(
-    monkeypatch: pytest.MonkeyPatch, failure: Any, expires: int
+@pytest.mark.parametrize(
+    ("name", "expires"),
+    [("exp_old", 1), ("exp_old", 2), ("exp_new", 1)],
+    ids=["same-url", "fresh-signature", "other-url"],
+)
+def test_the_same_finished_export_as_before_is_neither_ours_nor_resent(
+    monkeypatch: pytest.MonkeyPatch, failure: Any, name: str, expires: int
 ) -> None:
+    """Ours may have run and finished, or never started: the URL cannot tell (the documented one
+    names the project). Resending could bill a second render, "ours" could be a false success."""
     script = Script(
         ("GET", EXPORT, export()),  # the snapshot: a finished export from before
         ("POST", EXPORT, failure),  # ambiguous: did ours start?
-        ("GET", EXPORT, export(expires=expires)),  # the same old export (maybe a new signature)
-        ("POST", EXPORT, STARTED),  # so the POST is sent again
+        ("GET", EXPORT, export(name=name, expires=expires)),  # completed, like before
+        ("GET", PROJECT, ok({"id": "prj_1", "name": "p", "active_export_id": None})),  # none queued
+    )
+    with pytest.raises(BabouOutcomeUnknownError, match="same completed export as before") as info:
+        scripted_hook(monkeypatch, script).start_export("prj_1")
+    assert "dashboard" in (info.value.hint or "")
+    assert script.done
+    assert script.count("POST") == 1
+
+
+def test_the_same_finished_export_with_one_active_on_the_project_is_ours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = Script(
+        ("GET", EXPORT, export()),
+        ("POST", EXPORT, httpx.ReadTimeout),
+        ("GET", EXPORT, export()),
+        ("GET", PROJECT, ok({"id": "prj_1", "name": "p", "active_export_id": "exp_new"})),
     )
     receipt = scripted_hook(monkeypatch, script).start_export("prj_1")
     assert receipt.status is ExportStatus.QUEUED
-    assert receipt.message == "Export started"
+    assert "recovered" in (receipt.message or "")
     assert script.done
-    assert script.count("POST") == 2
+    assert script.count("POST") == 1
 
 
 def test_a_finished_export_after_nothing_is_ours(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,14 +97,14 @@ def test_a_finished_export_after_nothing_is_ours(monkeypatch: pytest.MonkeyPatch
     assert script.count("POST") == 1
 
 
-def test_a_different_finished_export_is_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_finished_export_unlike_the_one_before_is_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     script = Script(
-        ("GET", EXPORT, export(name="exp_old")),
+        ("GET", EXPORT, export("completed")),
         ("POST", EXPORT, httpx.ReadTimeout),
-        ("GET", EXPORT, export(name="exp_new", expires=1)),  # another file: a new export finished
+        ("GET", EXPORT, export("failed", error="render crashed")),  # a finished export can't change
     )
     receipt = scripted_hook(monkeypatch, script).start_export("prj_1")
-    assert receipt.status is ExportStatus.COMPLETED
+    assert receipt.status is ExportStatus.FAILED
     assert script.count("POST") == 1
     assert script.done
 
@@ -97,15 +120,17 @@ def test_an_export_in_flight_is_ours(monkeypatch: pytest.MonkeyPatch, now: str) 
     assert script.count("POST") == 1
 
 
-def test_an_old_failed_export_is_not_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_same_failed_export_as_before_is_neither_ours_nor_resent(monkeypatch: pytest.MonkeyPatch) -> None:
     script = Script(
         ("GET", EXPORT, export("failed", error="render crashed")),
         ("POST", EXPORT, httpx.ReadTimeout),
         ("GET", EXPORT, export("failed", error="render crashed")),
-        ("POST", EXPORT, STARTED),
+        ("GET", PROJECT, ok({"id": "prj_1", "name": "p"})),  # no active_export_id key at all
     )
-    assert scripted_hook(monkeypatch, script).start_export("prj_1").status is ExportStatus.QUEUED
-    assert script.count("POST") == 2
+    with pytest.raises(BabouOutcomeUnknownError, match="same failed export"):
+        scripted_hook(monkeypatch, script).start_export("prj_1")
+    assert script.count("POST") == 1
+    assert script.done
 
 
 def test_a_new_failure_is_ours(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,7 +166,7 @@ def test_ambiguous_failures_without_a_trace_are_checked_and_resent_until_the_ret
         seen.append(request.method)
         if request.method == "POST":
             return fail(500) if seen.count("POST") % 2 else httpx.Response(502, text="bad gateway")
-        return export()  # the export from before, unchanged: not ours
+        return NOT_FOUND  # still no export at all: not ours
 
     hook = scripted_hook(monkeypatch, handler, extra={"retry_deadline": 60, "max_backoff": 4})
     clock = VirtualClock.install(monkeypatch)
