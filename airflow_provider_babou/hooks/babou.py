@@ -211,6 +211,7 @@ class BabouHook(RetryTiming, BaseHook):
             headers.update({"Content-Type": body.content_type, "Content-Length": str(body.size)})
 
         limit = config.timeout if timeout is None else timeout
+        per_read: Any = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
         with self.retry_window() as give_up:  # a key paused by a 429 is not waited past it
 
             def attempt() -> httpx.Response:
@@ -225,7 +226,13 @@ class BabouHook(RetryTiming, BaseHook):
                 try:
                     with _deadline.bounded(end):
                         response = client.request(
-                            method, url, params=params, json=json, content=content, headers=headers
+                            method,
+                            url,
+                            params=params,
+                            json=json,
+                            content=content,
+                            headers=headers,
+                            timeout=per_read,
                         )
                 except httpx.TransportError as exc:
                     raise transport_error(exc, method, url, config.api_key) from exc
