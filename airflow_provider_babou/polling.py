@@ -260,22 +260,30 @@ def check_max_failures(value: object) -> int:
     return value
 
 
+#: Seconds a blocking wait keeps for its last poll: it polls this long before its deadline, not at it.
+LAST_POLL = 1.0
+
+
 def look(
     observe: Callable[[float], Any], target: WaitTarget, clock: WaitClock, timeout: float
 ) -> tuple[Any, WaitState]:
-    """One blocking wait step: ``observe(timeout)`` once and judge it; a transient error is tried
-    again in place, as long as ``clock`` tolerates it, and re-raised otherwise."""
+    """One blocking wait step: ``observe(seconds)`` once and judge it; a transient error is tried
+    again in place, as long as ``clock`` tolerates it, and re-raised otherwise.
+
+    The GET gets ``timeout`` seconds, never more than the time left before the clock's deadline.
+    """
     while True:
         try:
-            obj = observe(clock.request_timeout(timeout))
+            obj = observe(max(0.01, min(timeout, clock.remaining())))
         except BabouError as err:
             delay = clock.failed(err)  # raises when not tolerated
-            if clock.remaining() <= 0:
+            left = clock.remaining()
+            if left <= LAST_POLL:  # no time for another poll to answer
                 raise
             log.warning(
                 "Checking %s failed (%d tolerated in a row): %s", target.describe(), clock.failures, err
             )
-            time.sleep(delay)
+            time.sleep(min(delay, left - LAST_POLL))
             continue
         return obj, target.judge(obj)
 
@@ -283,12 +291,16 @@ def look(
 def wait(
     look_once: Callable[[WaitTarget], tuple[Any, WaitState]], target: WaitTarget, clock: WaitClock
 ) -> Any:
-    """Take wait steps until ``target`` is done: return the object, or raise its failure or a timeout."""
+    """Take wait steps until ``target`` is done: return the object, or raise its failure or a timeout.
+
+    Never past the deadline: the last poll starts :data:`LAST_POLL` seconds before it, with that
+    time to answer.
+    """
     while True:
         try:
             obj, state = look_once(target)
         except TRANSIENT_ERRORS as err:
-            if clock.remaining() > 0:
+            if clock.remaining() > LAST_POLL:
                 raise  # more failures in a row than tolerated, well before the deadline
             message = f"{target.describe()}: no answer before the deadline ({err})"
             raise BabouWaitTimeoutError(message) from err
@@ -297,10 +309,12 @@ def wait(
         if state.done:
             raise BabouJobFailedError(state.failure(target.describe()), code=state.state.upper())
         delay = clock.observed()
-        if clock.remaining() <= 0:
+        left = clock.remaining()
+        if left <= LAST_POLL:
             raise BabouWaitTimeoutError(
                 f"{target.describe()} is still {state.state} after {clock.elapsed():.0f} s",
                 hint="wait longer, or check it in the Babou dashboard",
             )
+        delay = min(delay, left - LAST_POLL)
         log.info("Babou %s is %r; next poll in %.1f s", target.describe(), state.state, delay)
         time.sleep(delay)

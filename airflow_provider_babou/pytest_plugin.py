@@ -5,12 +5,14 @@ suite; it imports nothing from Airflow or the emulator and starts nothing until 
 a fixture.
 
 * ``babou_emulator`` (function scope): the emulator reset to a clean state (no data, counters,
-  scripted faults; start-up timings), with the ``babou_default`` connection pointed at it through
+  scripted faults; start-up timings) and this process's key budgets reset with it (a 429 of one
+  test does not pause the next), with the ``babou_default`` connection pointed at it through
   ``AIRFLOW_CONN_BABOU_DEFAULT`` (restored after the test). Yields an
   :class:`~airflow_provider_babou.emulator.EmulatorControl`: ``stats``, ``fail_next``,
   ``inject_fault``, ``outage``, ``configure`` (timings, rate limit, fault profile).
 * ``babou_emulator_server`` (session scope): the emulator process, started on a free
-  127.0.0.1 port and stopped by PID at the end of the session; one per pytest (or xdist) worker.
+  127.0.0.1 port and stopped by PID at the end of the session, or when pytest gets SIGTERM (a CI
+  timeout); one per pytest (or xdist) worker.
 * ``babou_emulator_key`` and ``babou_emulator_args`` (session scope): the API key the emulator
   accepts and its command line; override them in your ``conftest.py`` to change either.
 
@@ -42,8 +44,13 @@ A user's test of a DAG that renders a video (``dag.test()`` needs Airflow's meta
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import threading
 from collections.abc import Iterator
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -75,8 +82,31 @@ def babou_emulator_server(babou_emulator_args: list[str]) -> Iterator[EmulatorPr
     """One emulator process for the session, on a free port; stopped by PID at the end."""
     from airflow_provider_babou.emulator import EmulatorProcess
 
-    with EmulatorProcess(babou_emulator_args) as process:
+    with EmulatorProcess(babou_emulator_args) as process, _stopped_on_sigterm(process):
         yield process
+
+
+@contextlib.contextmanager
+def _stopped_on_sigterm(process: EmulatorProcess) -> Iterator[None]:
+    """While active, a SIGTERM stops ``process`` first and then takes its usual course (the previous
+    handler, or death by the signal): a test run killed by a CI timeout leaves no emulator behind."""
+    if threading.current_thread() is not threading.main_thread():  # only it may handle signals
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        process.stop()
+        signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signum)  # as if this handler had not been there
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) or signal.SIG_DFL
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture
@@ -85,9 +115,11 @@ def babou_emulator(
 ) -> EmulatorControl:
     """The session's emulator reset for this test, with ``babou_default`` pointed at it."""
     from airflow_provider_babou.emulator import EmulatorControl
+    from airflow_provider_babou.hooks._budget import reset_budgets
 
     control = EmulatorControl(babou_emulator_server.url)
     control.reset()
+    reset_budgets()
     conn = {"conn_type": "babou", "host": control.api_url, "password": babou_emulator_key}
     monkeypatch.setenv("AIRFLOW_CONN_BABOU_DEFAULT", json.dumps(conn))
     return control

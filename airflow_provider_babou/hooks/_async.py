@@ -184,9 +184,9 @@ async def get(
         raise _timed_out(url, f"no complete answer within {left:.1f} s") from None
     except httpx.TransportError as exc:
         raise transport_error(exc, "GET", url, config.api_key) from exc
-    record_answer(shared.gate.budget, response)
+    record_answer(shared.gate.budget, response, config.max_backoff)
     if response.is_error:
-        raise error_for_response(response, "GET", config.api_key)
+        raise error_for_response(response, "GET", config.api_key, longest=config.max_backoff)
     return parse_model(target.model, response, config.api_key)
 
 

@@ -2,9 +2,10 @@
 
 Babou limits requests per key and answers 429 past the limit. Every request of this process on a
 key first takes a token from that key's :class:`KeyBudget` (one per base URL and key, shared by
-every hook, sensor and trigger here). A 429 pauses the whole key until its ``Retry-After`` and
-halves the rate; each quiet second raises it again by a twentieth of the ceiling (AIMD, as TCP
-does), so several processes on one key settle near their fair share from the 429s each one sees.
+every hook, sensor and trigger here). A 429 pauses the whole key until its ``Retry-After`` (cut to
+the connection's ``max_backoff``) and halves the rate; each quiet second raises it again by a
+twentieth of the ceiling (AIMD, as TCP does), so several processes on one key settle near their
+fair share from the 429s each one sees.
 
 Waiters are served most-overdue first (:class:`AsyncGate`), so under a short budget the lag of
 N waits is bounded by N / rate rather than by luck.
@@ -41,6 +42,14 @@ class KeyBudget:
         self.paused_until = 0.0
         self._lock = threading.Lock()
 
+    def reset(self) -> None:
+        """Forget every pause and slowdown: back to a full bucket at the ceiling rate."""
+        with self._lock:
+            now = time.monotonic()
+            self.rate, self.tokens, self.paused_until = self.max_rate, self.capacity, 0.0
+            self._updated = self._quiet_since = now
+            self._last_cut = -1.0
+
     def retarget(self, rate: float) -> None:
         """Move the ceiling to ``rate``; the current rate only ever drops here."""
         with self._lock:
@@ -60,13 +69,18 @@ class KeyBudget:
                 return 0.0
             return (1.0 - self.tokens) / self.rate
 
-    def throttled(self, retry_after: float | None, now: float | None = None) -> None:
-        """A 429: pause the key until ``Retry-After`` (1 s if absent) and halve the rate (once a second)."""
+    def throttled(
+        self, retry_after: float | None, now: float | None = None, *, longest: float | None = None
+    ) -> None:
+        """A 429: pause the key until ``Retry-After`` (1 s if absent), at most ``longest`` seconds (the
+        connection's ``max_backoff``: no single answer stalls the key longer), and halve the rate
+        (once a second)."""
         now = time.monotonic() if now is None else now
+        pause = retry_after if retry_after is not None else 1.0
+        if longest is not None:
+            pause = min(pause, longest)
         with self._lock:
-            self.paused_until = max(
-                self.paused_until, now + (retry_after if retry_after is not None else 1.0)
-            )
+            self.paused_until = max(self.paused_until, now + pause)
             self.tokens = 0.0  # resume at the rate, without a burst that would earn more 429s
             self._updated = max(now, self.paused_until)
             if now - self._last_cut >= 1.0 or self.rate == self.max_rate:
@@ -151,6 +165,13 @@ def budget_for(key: tuple[str, str], rate: float) -> KeyBudget:
         elif rate != budget.max_rate:
             budget.retarget(rate)
         return budget
+
+
+def reset_budgets() -> None:
+    """Reset every key budget of this process (a test's fresh emulator starts with fresh budgets)."""
+    with _registry_lock:
+        for budget in _budgets.values():
+            budget.reset()
 
 
 def gate_for(key: tuple[str, str], rate: float) -> AsyncGate:

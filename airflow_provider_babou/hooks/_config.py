@@ -121,18 +121,29 @@ def _split_host_port(hostport: str) -> tuple[str, int | None]:
     return hostport, None
 
 
+#: The largest value each number may take: past these a setting is a typo, and socket and sleep
+#: calls would overflow (a ``timeout`` of 1e10 did).
+LIMITS = {
+    "timeout": 86_400.0,  # a day per request
+    "max_backoff": 86_400.0,
+    "retry_deadline": 7 * 86_400.0,
+    "rate_limit": 100_000.0,  # requests per second
+    "max_retries": 1_000_000.0,
+}
+
+
 def _number(extras: dict[str, Any], name: str, override: Any, default: float | None) -> float | None:
     value = override if override is not None else extras.get(name)
     if value is None or value == "":
         return default
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+    if isinstance(value, bool) or not 0 <= number <= LIMITS[name]:  # NaN fails every comparison
         raise BabouInputError(
-            f"connection extra {name!r} must be a finite number >= 0, got {value!r}",
-            hint="edit the connection's extra fields",
+            f"connection extra {name!r} must be a number from 0 to {LIMITS[name]:g}, got {value!r}",
+            hint="edit the connection's extra fields (or the hook's argument of that name)",
         )
     return number
 

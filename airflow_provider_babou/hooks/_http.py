@@ -65,11 +65,24 @@ def client_kwargs(config: ClientConfig) -> dict[str, Any]:
     }
 
 
-def scrub(text: str, secret: str | None = None) -> str:
-    """Remove the key, and anything shaped like a Babou key or a bearer token, from server text."""
+def scrub(text: str, secret: str | None = None, *, bearer: bool = True) -> str:
+    """Remove the key, and anything shaped like a Babou key or (with ``bearer``) a bearer token,
+    from server text."""
     if secret:
         text = text.replace(secret, "***")
-    return _BEARER_RE.sub("Bearer ***", _KEY_RE.sub("sk-bab-***", text))
+    text = _KEY_RE.sub("sk-bab-***", text)
+    return _BEARER_RE.sub("Bearer ***", text) if bearer else text
+
+
+def _scrub_values(value: Any, secret: str | None) -> Any:
+    # Not the bearer shape: a prompt may say "the bearer bonds", and reconciliation compares prompts.
+    if isinstance(value, str):
+        return scrub(value, secret, bearer=False)
+    if isinstance(value, dict):
+        return {k: _scrub_values(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_values(v, secret) for v in value]
+    return value
 
 
 def _short(text: str, secret: str | None) -> str:
@@ -124,8 +137,13 @@ _BY_STATUS: dict[int, type[BabouError]] = {
 }
 
 
-def error_for_response(response: httpx.Response, method: str, secret: str | None = None) -> BabouError:
-    """Map an error response to its typed exception, JSON envelope or not, with every text scrubbed."""
+def error_for_response(
+    response: httpx.Response, method: str, secret: str | None = None, *, longest: float | None = None
+) -> BabouError:
+    """Map an error response to its typed exception, JSON envelope or not, with every text scrubbed.
+
+    :param longest: the connection's ``max_backoff``: a longer ``Retry-After`` is cut to it.
+    """
     status = response.status_code
     text = response.text if response.content else ""
     try:
@@ -148,7 +166,7 @@ def error_for_response(response: httpx.Response, method: str, secret: str | None
     if status == 401:
         kwargs["hint"] = hint or _AUTH_HINTS.get(code or "", _AUTH_HINTS["UNAUTHORIZED"])
     if status == 429:
-        kwargs["retry_after"] = parse_retry_after(response.headers.get("Retry-After"))
+        kwargs["retry_after"] = _capped(parse_retry_after(response.headers.get("Retry-After")), longest)
     cls = _BY_STATUS.get(status) or (BabouServerError if status >= 500 else BabouValidationError)
     return cls(message, **kwargs)
 
@@ -183,10 +201,17 @@ def is_ambiguous(error: BaseException) -> bool:
     return isinstance(error, BabouServerError) and error.http_status not in POST_SAFE_STATUSES
 
 
-def record_answer(budget: KeyBudget, response: httpx.Response) -> None:
-    """Tell the key's budget how Babou answered: a 429 pauses and slows the key, else it may speed up."""
+def _capped(seconds: float | None, longest: float | None) -> float | None:
+    return seconds if seconds is None or longest is None else min(seconds, longest)
+
+
+def record_answer(budget: KeyBudget, response: httpx.Response, longest: float | None = None) -> None:
+    """Tell the key's budget how Babou answered: a 429 pauses and slows the key, else it may speed up.
+
+    :param longest: the connection's ``max_backoff``: no single 429 pauses the key for longer.
+    """
     if response.status_code == 429:
-        budget.throttled(parse_retry_after(response.headers.get("Retry-After")))
+        budget.throttled(parse_retry_after(response.headers.get("Retry-After")), longest=longest)
     else:
         budget.succeeded()
 
@@ -215,13 +240,21 @@ def _bad_body(response: httpx.Response, message: str) -> BabouServerError:
 
 
 def parse_json(response: httpx.Response, secret: str | None = None) -> Any:
-    """Decode a success body; a non-JSON or absurdly nested 2xx is a server fault, said clearly."""
+    """Decode a success body; a non-JSON or absurdly nested 2xx is a server fault, said clearly.
+
+    Every string in it is scrubbed of the key here, where it enters: a failed export's ``error``
+    that echoes the key reaches no event, exception or log.
+    """
     try:
-        return _load(response.text)
+        data = _load(response.text)
     except ValueError as exc:
         raise _bad_body(
             response, f"{_head(response, secret)} (unreadable JSON: {_short(str(exc), secret)})"
         ) from None
+    try:
+        return _scrub_values(data, secret)
+    except RecursionError:
+        raise _bad_body(response, f"{_head(response, secret)} (JSON nested too deeply)") from None
 
 
 def parse_model(model: type[M], response: httpx.Response, secret: str | None = None) -> M:

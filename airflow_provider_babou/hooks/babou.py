@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +33,7 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks import _async, _budget, _config, _download
+from airflow_provider_babou.hooks import _async, _budget, _config, _deadline, _download
 from airflow_provider_babou.hooks._http import (
     client_kwargs,
     error_for_response,
@@ -44,6 +44,7 @@ from airflow_provider_babou.hooks._http import (
     record_answer,
     transport_error,
 )
+from airflow_provider_babou.hooks._retry import RetryTiming, in_one_retry_window
 from airflow_provider_babou.hooks._transfer import UploadBody, upload_body
 from airflow_provider_babou.models import (
     Asset,
@@ -87,7 +88,7 @@ MAX_PAGES = 10_000
 _DEFAULT_POLL = PollPolicy()
 
 
-class BabouHook(BaseHook):
+class BabouHook(RetryTiming, BaseHook):
     """Talk to the Babou text-to-video API (projects, chapters, prompts, exports, assets).
 
     Connection (type ``babou``): the password is the API key (else ``BABOU_API_KEY``; the connection
@@ -140,6 +141,7 @@ class BabouHook(BaseHook):
         self._client: httpx.Client | None = None
         self._shared: _async.SharedClient | None = None
         self._lock = threading.Lock()
+        self._window = threading.local()  # the retry window of the call running in this thread
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(babou_conn_id={self.babou_conn_id!r})"
@@ -164,7 +166,8 @@ class BabouHook(BaseHook):
         """Return the hook's keep-alive ``httpx.Client``, creating it on first use."""
         with self._lock:
             if self._client is None or self._client.is_closed:
-                self._client = httpx.Client(transport=self._transport, **client_kwargs(self.config))
+                transport = self._transport or _deadline.transport()
+                self._client = httpx.Client(transport=transport, **client_kwargs(self.config))
             return self._client
 
     def close(self) -> None:
@@ -207,63 +210,55 @@ class BabouHook(BaseHook):
         if body is not None:
             headers.update({"Content-Type": body.content_type, "Content-Length": str(body.size)})
 
-        per_call: Any = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout  # None: no timeout at all
-        give_up = time.monotonic() + config.retry_deadline  # a key paused by a 429 is not waited past it
+        limit = config.timeout if timeout is None else timeout
+        per_read: Any = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
+        with self.retry_window() as give_up:  # a key paused by a 429 is not waited past it
 
-        def attempt() -> httpx.Response:
-            left = None if self.deadline is None else time.monotonic() + self.deadline - time.time()
-            try:
-                budget.wait_sync(give_up if left is None else min(give_up, left))
-            except TimeoutError as exc:  # typed, and final: nothing was sent
-                raise BabouRateLimitError(f"not sent: {exc}", method=method, path=path) from None
-            content = body.chunks() if body is not None else None
-            try:
-                response = client.request(
-                    method, url, params=params, json=json, content=content, headers=headers, timeout=per_call
-                )
-            except httpx.TransportError as exc:
-                raise transport_error(exc, method, url, config.api_key) from exc
-            record_answer(budget, response)
-            if response.is_error:
-                raise error_for_response(response, method, config.api_key)
-            return response
+            def attempt() -> httpx.Response:
+                start, left = time.monotonic(), self._left()
+                try:  # a call without retries (a wait's poll) spends its own time on the token
+                    budget.wait_sync(min(give_up if retry else start + limit, start + left))
+                except TimeoutError as exc:  # typed, and final: nothing was sent
+                    raise BabouRateLimitError(f"not sent: {exc}", method=method, path=path) from None
+                content = body.chunks() if body is not None else None
+                # The whole exchange is bounded, not each read (an upload only by the hook's deadline).
+                end = (time.monotonic() if retry else start) + min(left, limit if body is None else math.inf)
+                try:
+                    with _deadline.bounded(end):
+                        response = client.request(
+                            method,
+                            url,
+                            params=params,
+                            json=json,
+                            content=content,
+                            headers=headers,
+                            timeout=per_read,
+                        )
+                except httpx.TransportError as exc:
+                    raise transport_error(exc, method, url, config.api_key) from exc
+                record_answer(budget, response, config.max_backoff)
+                if response.is_error:
+                    raise error_for_response(response, method, config.api_key, longest=config.max_backoff)
+                return response
 
-        if not retry:
-            return attempt()
-        return tenacity.Retrying(
-            retry=tenacity.retry_if_exception(
-                lambda exc: is_retryable(method, exc, restartable=body is None or body.restartable)
-            ),
-            wait=lambda state: self._backoff(state.attempt_number, _error(state)),
-            stop=self._stop,
-            before_sleep=lambda state: log.warning(
-                "Babou %s %s failed (%s); retry %d in %.2fs",
-                method,
-                path,
-                _error(state),
-                state.attempt_number,
-                state.upcoming_sleep,
-            ),
-            reraise=True,
-        )(attempt)
-
-    def _backoff(self, attempt: int, error: BaseException | None) -> float:
-        """Seconds before the next attempt: the server's ``Retry-After``, else exponential with jitter."""
-        cap = self.config.max_backoff
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return min(float(retry_after), cap)
-        ceiling = min(cap, 0.5 * 2 ** min(attempt - 1, 30))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-    def _stop(self, state: tenacity.RetryCallState) -> bool:
-        """Stop when the next sleep would pass ``retry_deadline``, :attr:`deadline` or ``max_retries``."""
-        config, sleep = self.config, state.upcoming_sleep or 0.0
-        if (state.seconds_since_start or 0.0) + sleep > config.retry_deadline:
-            return True
-        if config.max_retries is not None and state.attempt_number > config.max_retries:
-            return True
-        return self.deadline is not None and time.time() + sleep >= self.deadline
+            if not retry:
+                return attempt()
+            return tenacity.Retrying(
+                retry=tenacity.retry_if_exception(
+                    lambda exc: is_retryable(method, exc, restartable=body is None or body.restartable)
+                ),
+                wait=lambda state: self._backoff(state.attempt_number, _error(state)),
+                stop=self._stop,
+                before_sleep=lambda state: log.warning(
+                    "Babou %s %s failed (%s); retry %d in %.2fs",
+                    method,
+                    path,
+                    _error(state),
+                    state.attempt_number,
+                    state.upcoming_sleep,
+                ),
+                reraise=True,
+            )(attempt)
 
     def _get(self, model: type[M], path: str, **kwargs: Any) -> M:
         return parse_model(model, self._request("GET", path, **kwargs), self.config.api_key)
@@ -284,17 +279,6 @@ class BabouHook(BaseHook):
                 path=path,
             ) from exc
 
-    def attempts(self) -> Iterator[int]:
-        """Count the attempts of a step retried whole, with backoff, for ``retry_deadline`` seconds."""
-        give_up = time.monotonic() + self.config.retry_deadline
-        for attempt in itertools.count(1):
-            yield attempt
-            pause = self._backoff(attempt, None)
-            late = self.deadline is not None and time.time() + pause >= self.deadline
-            if late or time.monotonic() + pause > give_up:
-                return
-            time.sleep(pause)
-
     def _reconciled_post(
         self, model: type[M], path: str, recover: Callable[[], M | None], what: str, **kw: Any
     ) -> M:
@@ -305,27 +289,28 @@ class BabouHook(BaseHook):
         a resend is checked with ``recover`` too. Then :class:`BabouOutcomeUnknownError`.
         """
         errors: list[str] = []
-        for attempt in self.attempts():
-            try:
-                return parse_model(model, self._request("POST", path, **kw), self.config.api_key)
-            except BabouConflictError:
-                if attempt == 1:
+        with self.retry_window():
+            for attempt in self.attempts():
+                try:
+                    return parse_model(model, self._request("POST", path, **kw), self.config.api_key)
+                except BabouConflictError:
+                    if attempt == 1:
+                        raise
+                    # Our resend was refused because something is in flight: maybe an earlier POST.
+                    found = recover()
+                    if found is not None:
+                        return found
                     raise
-                # Our resend was refused because something is in flight: maybe an earlier POST.
+                except BabouError as exc:
+                    if not is_ambiguous(exc):
+                        raise
+                    errors.append(exc.message)
+                    log.warning(
+                        "Babou POST %s outcome unknown (%s); checking what Babou shows", path, exc.message
+                    )
                 found = recover()
                 if found is not None:
                     return found
-                raise
-            except BabouError as exc:
-                if not is_ambiguous(exc):
-                    raise
-                errors.append(exc.message)
-                log.warning(
-                    "Babou POST %s outcome unknown (%s); checking what Babou shows", path, exc.message
-                )
-            found = recover()
-            if found is not None:
-                return found
         raise BabouOutcomeUnknownError(
             f"{what} failed ambiguously {len(errors)} times and Babou shows no sign of it "
             f"(last: {errors[-1] if errors else 'no attempt'})",
@@ -452,6 +437,7 @@ class BabouHook(BaseHook):
         except BabouNotFoundError:
             return None
 
+    @in_one_retry_window
     def start_export(self, project_id: str) -> ExportReceipt:
         """Start rendering; after a lost answer, reconcile as ``docs/design.md`` says (never a duplicate)."""
         pid, note = check_id("project", project_id), "recovered after an ambiguous failure"

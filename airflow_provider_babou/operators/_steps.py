@@ -89,21 +89,22 @@ def _create_or_find(
     hook: BabouHook, create: Callable[[], Any], find: Callable[[], Any] | None, what: str
 ) -> tuple[Any, bool]:
     """Return ``(found, True)`` or ``(created, False)``; an ambiguous create is checked, then re-sent,
-    for as long as the hook retries (``retry_deadline``)."""
+    within one ``retry_deadline`` for the whole step (its requests' own retries included)."""
     error: BabouOutcomeUnknownError | None = None
-    for _ in hook.attempts():
-        found = find() if find is not None else None
-        if found is not None:
-            return found, error is None  # found after our own lost answer: we created it
-        try:
-            return create(), False
-        except BabouOutcomeUnknownError as exc:
-            if find is None:
-                raise
-            error = exc
-            log.warning(
-                "Creating %s: the answer was lost (%s); checking whether it exists", what, exc.message
-            )
+    with hook.retry_window():  # one retry deadline for the loop and every request in it
+        for _ in hook.attempts():
+            found = find() if find is not None else None
+            if found is not None:
+                return found, error is None  # found after our own lost answer: we created it
+            try:
+                return create(), False
+            except BabouOutcomeUnknownError as exc:
+                if find is None:
+                    raise
+                error = exc
+                log.warning(
+                    "Creating %s: the answer was lost (%s); checking whether it exists", what, exc.message
+                )
     assert error is not None
     raise error
 

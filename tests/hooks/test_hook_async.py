@@ -116,7 +116,7 @@ def test_never_shared_across_loops(babou_conn: str, tmp_path: Path) -> None:
 
 
 async def test_a_429_pauses_the_whole_key(babou_conn: str, emulator: EmulatorControl, tmp_path: Path) -> None:
-    hook = BabouHook(babou_conn, max_backoff=0.01)
+    hook = BabouHook(babou_conn, max_backoff=5)  # Retry-After 1 is within it: honoured in full
     asset_id = _asset(hook, tmp_path)
     emulator.inject_fault("429", method="GET", path="/api/v1/assets/")  # Retry-After: 1
     with pytest.raises(BabouRateLimitError) as info:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,3 +100,81 @@ def test_fixture_in_a_project_of_its_own(tmp_path: Path) -> None:
     assert "3 passed" in out
     with pytest.raises(ProcessLookupError):  # the session's emulator was stopped by its PID
         os.kill(int((tmp_path / "pid").read_text()), 0)
+
+
+def _user_suite(tmp_path: Path, code: str) -> Path:
+    """A user's test suite of one module: only the plugin's fixtures, not this repo's conftest."""
+    (tmp_path / "test_user.py").write_text(textwrap.dedent(code))
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    return tmp_path
+
+
+def test_a_429_of_one_test_does_not_pause_the_next(tmp_path: Path) -> None:
+    # max_backoff allows the hour: only the plugin's reset can spare the second test.
+    suite = _user_suite(
+        tmp_path,
+        """
+        import time
+
+        import pytest
+
+        from airflow_provider_babou.exceptions import BabouRateLimitError
+        from airflow_provider_babou.hooks.babou import BabouHook
+
+
+        def test_throttled(babou_emulator):
+            babou_emulator.inject_fault("429", method="GET", path="/api/v1/projects", seconds=3600)
+            with pytest.raises(BabouRateLimitError):
+                BabouHook(max_backoff=3600, rate_limit=1000).list_projects()
+
+
+        def test_next(babou_emulator):
+            started = time.monotonic()
+            BabouHook(max_backoff=3600, retry_deadline=5, rate_limit=1000).list_projects()
+            assert time.monotonic() - started < 2
+        """,
+    )
+    run_python("-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite), cwd=suite)
+
+
+def test_sigterm_stops_the_emulator_of_the_run(tmp_path: Path) -> None:
+    pid_file = tmp_path / "emulator.pid"
+    suite = _user_suite(
+        tmp_path,
+        f"""
+        import time
+        from pathlib import Path
+
+
+        def test_long(babou_emulator_server):
+            Path({str(pid_file)!r}).write_text(str(babou_emulator_server.pid))
+            time.sleep(60)  # a CI timeout sends SIGTERM here
+        """,
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
+        cwd=suite,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    emulator_pid = 0
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                emulator_pid = int(pid_file.read_text())
+                break
+            time.sleep(0.05)
+        assert emulator_pid, "the user's test never started"
+        os.kill(run.pid, signal.SIGTERM)
+        assert run.wait(20) == -signal.SIGTERM  # pytest still ends by the signal, as without the plugin
+        for _ in range(100):  # (a killed child may take a moment to be reaped)
+            if not Path(f"/proc/{emulator_pid}").exists():
+                break
+            time.sleep(0.05)
+        assert not Path(f"/proc/{emulator_pid}").exists(), "the emulator outlived its test run"
+    finally:
+        if run.poll() is None:
+            os.kill(run.pid, signal.SIGKILL)
+            run.wait()
+        if emulator_pid and Path(f"/proc/{emulator_pid}").exists():
+            os.kill(emulator_pid, signal.SIGKILL)

@@ -202,6 +202,24 @@ def test_retry_after_is_capped_by_max_backoff(monkeypatch: pytest.MonkeyPatch) -
     clock = VirtualClock.install(monkeypatch)
     hook.list_projects()
     assert clock.sleeps[0] == 5.0
+    assert clock.elapsed < 6  # the key's pause is cut too: no 95 s more in the budget
+
+
+def test_a_huge_retry_after_pauses_the_key_no_longer_than_max_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One 429 asking for an hour stalls neither this call nor the next one on the key."""
+    script = Script(
+        ("GET", "/projects", fail(429, **{"Retry-After": "3600"})),
+        Step("GET", "/projects", ok(PROJECTS), forever=True),
+    )
+    hook = scripted_hook(monkeypatch, script, max_backoff=5, retry_deadline=60)
+    clock = VirtualClock.install(monkeypatch)
+    hook.list_projects()
+    assert 5 <= clock.elapsed < 6
+    other = BabouHook("babou_unit", transport=httpx.MockTransport(script), max_backoff=5)
+    other.list_projects()  # another hook on the key: not paused either
+    assert clock.elapsed < 6
 
 
 def test_exponential_backoff_with_jitter_capped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -282,11 +300,14 @@ def test_the_hook_deadline_stops_retries_before_it(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_key_paused_past_the_hook_deadline_gives_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 429 asking for an hour pauses the key; with an operator's deadline sooner, stop, typed."""
+    """A 429 asking for an hour (allowed by max_backoff) pauses the key; with an operator's deadline
+    sooner, stop, typed."""
     script = Script(Step("GET", "/projects", fail(429, **{"Retry-After": "3600"}), forever=True))
-    hook = scripted_hook(monkeypatch, script, max_backoff=5)
+    hook = scripted_hook(monkeypatch, script, max_backoff=3600)
     clock = VirtualClock.install(monkeypatch)
     hook.deadline = time.time() + 60
+    with pytest.raises(BabouRateLimitError):  # no retry: its sleep would pass the deadline
+        hook.list_projects()
     with pytest.raises(BabouRateLimitError) as info:  # not the budget's bare TimeoutError
         hook.list_projects()
     assert clock.elapsed < 60
@@ -298,7 +319,7 @@ def test_a_key_paused_past_the_hook_deadline_gives_a_typed_error(monkeypatch: py
 def test_retry_deadline_holds_while_the_key_is_paused(monkeypatch: pytest.MonkeyPatch) -> None:
     """``retry_deadline`` bounds the whole call, the key's pause after a 429 included."""
     script = Script(Step("GET", "/projects", fail(429, **{"Retry-After": "3600"}), forever=True))
-    hook = scripted_hook(monkeypatch, script, max_backoff=5, retry_deadline=30)
+    hook = scripted_hook(monkeypatch, script, max_backoff=3600, retry_deadline=30)
     clock = VirtualClock.install(monkeypatch)
     with pytest.raises(BabouRateLimitError):
         hook.list_projects()
@@ -332,7 +353,7 @@ def test_a_wait_step_bounds_its_request_by_the_deadline(monkeypatch: pytest.Monk
     hook = scripted_hook(monkeypatch, Script(("GET", "/projects/prj_1/export", answer)))
     hook.wait_for_export("prj_1", timeout=4)
     assert seen[0] is not None
-    assert 4 <= seen[0] <= 4.5  # the deadline plus half a second, not the 30 s default
+    assert 3.9 <= seen[0] <= 4  # the time left before the deadline, not the 30 s default
 
 
 # --------------------------------------------------------------------------- misc

@@ -18,7 +18,7 @@ from airflow_provider_babou.exceptions import (
     BabouWaitTimeoutError,
 )
 from airflow_provider_babou.hooks.babou import BabouHook
-from airflow_provider_babou.polling import ExportTarget, PollPolicy
+from airflow_provider_babou.polling import LAST_POLL, ExportTarget, PollPolicy
 from tests.unit.script import Script, Step, VirtualClock, fail, ok, scripted_hook
 
 EXPORT = "/projects/prj_1/export"
@@ -78,8 +78,9 @@ def test_the_deadline_ends_a_wait_on_time(monkeypatch: pytest.MonkeyPatch) -> No
     clock = VirtualClock.install(monkeypatch)
     with pytest.raises(BabouWaitTimeoutError, match="still processing") as info:
         hook.wait_for_export("prj_1", timeout=100)
-    assert clock.elapsed == pytest.approx(100)  # the last delay is cut to the deadline
-    assert sum(clock.sleeps) <= 100 + 1e-6
+    # the last poll starts a second (polling.LAST_POLL) before the deadline, to answer by it
+    assert clock.elapsed == pytest.approx(100 - LAST_POLL)
+    assert sum(clock.sleeps) <= 100 - LAST_POLL + 1e-6
     assert info.value.hint
 
 

@@ -1,0 +1,97 @@
+"""How long :class:`~airflow_provider_babou.hooks.babou.BabouHook` retries: backoff, and one
+deadline for a whole call.
+
+A call may retry at several levels (a reconciled POST re-sends, and each of its requests retries
+too). They share one *retry window*: ``retry_deadline`` seconds from the start of the outermost
+call, after which no retry starts at any level, and nothing sleeps past the hook's ``deadline``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import tenacity
+
+from airflow_provider_babou.hooks._config import ClientConfig
+
+T = TypeVar("T")
+
+
+class RetryTiming:
+    """The hook's retry timing; needs ``config`` (the connection) and ``deadline`` (UNIX time or None)."""
+
+    deadline: float | None
+    _window: threading.local
+
+    @property
+    def config(self) -> ClientConfig:
+        """The resolved connection (the hook's)."""
+        raise NotImplementedError
+
+    def _backoff(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds before the next attempt: the server's ``Retry-After``, else exponential with jitter;
+        at most ``max_backoff`` either way."""
+        cap = self.config.max_backoff
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(float(retry_after), cap)
+        ceiling = min(cap, 0.5 * 2 ** min(attempt - 1, 30))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        """Stop when the next sleep would pass the retry window, :attr:`deadline` or ``max_retries``."""
+        config, sleep = self.config, state.upcoming_sleep or 0.0
+        if time.monotonic() + sleep > getattr(self._window, "give_up", -math.inf):
+            return True
+        if config.max_retries is not None and state.attempt_number > config.max_retries:
+            return True
+        return sleep >= self._left()
+
+    def _left(self) -> float:
+        """Seconds until :attr:`deadline` (infinite without one)."""
+        return math.inf if self.deadline is None else self.deadline - time.time()
+
+    @contextlib.contextmanager
+    def retry_window(self) -> Iterator[float]:
+        """Yield the ``time.monotonic()`` after which no retry starts: the enclosing call's, or
+        ``retry_deadline`` from now for an outermost call (the calls made inside share it)."""
+        outer = getattr(self._window, "give_up", None)
+        if outer is not None:
+            yield outer
+            return
+        self._window.give_up = time.monotonic() + self.config.retry_deadline
+        try:
+            yield self._window.give_up
+        finally:
+            del self._window.give_up
+
+    def attempts(self) -> Iterator[int]:
+        """Count the attempts of a step retried whole, with backoff, within the retry window (wrap
+        the loop in :meth:`retry_window` so the requests inside share its deadline)."""
+        with self.retry_window() as give_up:
+            pass  # the enclosing window's end, or one that starts now
+        for attempt in itertools.count(1):
+            yield attempt
+            pause = self._backoff(attempt, None)
+            if pause >= self._left() or time.monotonic() + pause > give_up:
+                return
+            time.sleep(pause)
+
+
+def in_one_retry_window(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a hook method in one :meth:`RetryTiming.retry_window`, every request in it included."""
+
+    @functools.wraps(method)
+    def call(self: RetryTiming, *args: Any, **kwargs: Any) -> T:
+        with self.retry_window():
+            return method(self, *args, **kwargs)
+
+    return call
