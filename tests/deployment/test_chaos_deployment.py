@@ -173,7 +173,8 @@ def _inventory(emulator: EmulatorControl) -> str:
 def _problems(
     campaign: Campaign, emulator: EmulatorControl, state: str, ids: list[str], run_id: str
 ) -> list[str]:
-    """Everything that differs from a clean campaign: run state, task states, videos, counters."""
+    """Everything that differs from a clean campaign: run state, task states, videos, counters, and
+    any try lost other than to Airflow's executor race (faults are ridden out inside a try)."""
     deployment = campaign.deployment
     rows = len(ids)
     problems = []
@@ -198,6 +199,11 @@ def _problems(
     if seen != expected:
         problems.append(
             f"Babou counters {seen}, expected {expected} (a duplicate spends credits); {_inventory(emulator)}"
+        )
+    lost = deployment.unexplained_tries(run_id)
+    if lost:
+        problems.append(
+            f"tries lost, not to Airflow's executor race: {[(t.task, t.try_number, t.cause) for t in lost]}"
         )
     leaks = key_leaks([deployment.logs, deployment.component_logs], ALICE)
     if leaks:
@@ -276,9 +282,6 @@ def test_outage_during_execute_costs_no_try(campaign: Campaign, chaos_emulator: 
         problems.append("no project POST reached the emulator: the outage never started")
     elif not faults.get("outage_drop"):
         problems.append("no request arrived during the outage: it proved nothing")
-    lost = [t for t in campaign.deployment.lost_tries(run_id) if not t.executor_race]
-    if lost:
-        problems.append(f"tries lost to the outage: {[(t.task, t.try_number, t.cause) for t in lost]}")
     report = _report(campaign, chaos_emulator, run_id, elapsed, problems)
     report += f"\noutage: {OUTAGE_SECONDS:.0f}s from {outage.get('at', float('nan')):.1f}s into the run"
     print(report)
