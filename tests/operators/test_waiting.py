@@ -131,7 +131,15 @@ def test_the_trigger_resumes_no_sooner_than_min_deferral(env: Env) -> None:
     assert time.time() >= deferral.trigger.not_before
     assert event["status"] == "success"
     # The default holds DEFAULT_MIN_DEFERRAL; 0 holds nothing (the trigger serialises as before).
-    assert deferred(_prompt(project_id, chapter_id), make_context()).trigger.not_before == pytest.approx(
+    default = BabouSubmitPromptOperator(
+        task_id="d",
+        project_id=project_id,
+        chapter_id=chapter_id,
+        content="Dunes",
+        deferrable=True,
+        wait_for_completion=True,
+    )
+    assert deferred(default, make_context()).trigger.not_before == pytest.approx(
         time.time() + DEFAULT_MIN_DEFERRAL, abs=1
     )
     unheld = deferred(_prompt(project_id, chapter_id, min_deferral=0), make_context()).trigger
