@@ -17,6 +17,7 @@ from airflow_provider_babou.lineage import BabouLineage, babou_dataset, operator
 from airflow_provider_babou.links import BabouProjectLink
 from airflow_provider_babou.polling import PollPolicy, WaitTarget, check_seconds
 from airflow_provider_babou.triggers.babou import (
+    DEFAULT_MIN_DEFERRAL,
     BabouAssetTrigger,
     BabouExportTrigger,
     BabouPollTrigger,
@@ -107,13 +108,29 @@ class BabouWaitingOperator(BabouBaseOperator):
     :param deferrable: wait in the triggerer instead of occupying a worker slot.
     :param poll_interval: first delay between two status polls, in seconds (backs off x1.5 to 30 s).
     :param timeout: how long to wait, in seconds, before failing with what is still pending.
+    :param poll_before_defer: deferrable: seconds to poll in the task before deferring (0: defer at
+        once). A job done by then resumes nothing: no trigger, no second process, no executor race.
+    :param min_deferral: deferrable: the trigger resumes the task no sooner than this many seconds
+        after it deferred (never past ``timeout``), so Airflow's scheduler has taken the report of
+        the worker that deferred first; sooner, Airflow can fail the resumed try (apache/airflow#72716).
     """
 
-    def __init__(self, *, deferrable: bool, poll_interval: float, timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        deferrable: bool,
+        poll_interval: float,
+        timeout: float,
+        poll_before_defer: float = 0.0,
+        min_deferral: float = DEFAULT_MIN_DEFERRAL,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
         self.poll_interval = check_seconds("poll_interval", poll_interval)
         self.timeout = check_seconds("timeout", timeout)
+        self.poll_before_defer = check_seconds("poll_before_defer", poll_before_defer, allow_zero=True)
+        self.min_deferral = check_seconds("min_deferral", min_deferral, allow_zero=True)
 
     def poll_policy(self) -> PollPolicy:
         """The cadence of every wait, blocking or deferred."""
@@ -131,11 +148,23 @@ class BabouWaitingOperator(BabouBaseOperator):
         kwargs: dict[str, Any] | None = None,
         end_time: float | None = None,
     ) -> Any:
-        """Wait for ``target``: defer on its trigger (resuming in ``method_name``), or block and return it."""
+        """Wait for ``target``: defer on its trigger (resuming in ``method_name``), or block and return it.
+
+        A deferrable wait first polls in the task for ``poll_before_defer`` seconds, and its trigger
+        holds an outcome until ``min_deferral`` seconds after the deferral.
+        """
         end_time = time.time() + self.timeout if end_time is None else end_time
         remaining = end_time - time.time()
         if remaining <= 0:
             raise BabouWaitTimeoutError(f"timed out with {target.describe()} still pending")
+        if self.deferrable and self.poll_before_defer > 0:
+            grace = min(self.poll_before_defer, remaining)
+            try:
+                return hook.wait(target, poll=self.poll_policy(), timeout=grace)
+            except BabouWaitTimeoutError:
+                if grace >= remaining:
+                    raise  # the whole wait fitted in the grace: it timed out
+                self.log.info("Babou %s still pending after %.0f s: deferring", target.describe(), grace)
         if self.deferrable:
             policy = self.poll_policy()
             poll: dict[str, Any] = {
@@ -144,6 +173,7 @@ class BabouWaitingOperator(BabouBaseOperator):
                 "poll_interval": policy.interval,
                 "poll_backoff": policy.backoff,
                 "max_poll_interval": policy.max_interval,
+                "not_before": time.time() + self.min_deferral if self.min_deferral else None,
             }
             trigger = TRIGGERS[type(target)](babou_conn_id=self.babou_conn_id, **poll)
             self.record_deferring_try(context)

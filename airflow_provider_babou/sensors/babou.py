@@ -25,6 +25,7 @@ from airflow_provider_babou.polling import (
     check_seconds,
 )
 from airflow_provider_babou.triggers.babou import (
+    DEFAULT_MIN_DEFERRAL,
     BabouAssetTrigger,
     BabouExportTrigger,
     BabouPollTrigger,
@@ -52,6 +53,11 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
     :param max_poll_interval: the longest delay between two polls of the trigger, in seconds.
     :param max_consecutive_failures: transient errors (transport, 5xx, 429) tolerated in a row.
     :param timeout: the sensor's own timeout in seconds; in deferrable mode the trigger's deadline.
+    :param poll_before_defer: deferrable: seconds to poke in the task (every ``poke_interval``)
+        before deferring; 0 pokes once. An object done by then resumes nothing.
+    :param min_deferral: deferrable: the trigger resumes the task no sooner than this many seconds
+        after it deferred (never past ``timeout``), so Airflow's scheduler has taken the report of
+        the worker that deferred first; sooner, Airflow can fail the resumed try (apache/airflow#72716).
     """
 
     ui_color = "#f4e9ff"
@@ -66,6 +72,8 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
         poll_interval: float = 2.0,
         max_poll_interval: float = 30.0,
         max_consecutive_failures: int = 10,
+        poll_before_defer: float = 0.0,
+        min_deferral: float = DEFAULT_MIN_DEFERRAL,
         **kwargs: Any,
     ) -> None:
         policy = PollPolicy(poll_interval, 1.5, max(max_poll_interval, poll_interval))
@@ -82,6 +90,8 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.max_consecutive_failures = check_max_failures(max_consecutive_failures)
+        self.poll_before_defer = check_seconds("poll_before_defer", poll_before_defer, allow_zero=True)
+        self.min_deferral = check_seconds("min_deferral", min_deferral, allow_zero=True)
         check_seconds("timeout", self.timeout)
         check_seconds("poke_interval", self.poke_interval)
 
@@ -111,20 +121,28 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
         raise BabouJobFailedError(state.failure(target.describe()))
 
     def execute(self, context: Context) -> Any:
-        """Poke (poke/reschedule modes), or poke once and defer on the trigger (deferrable)."""
+        """Poke (poke/reschedule modes), or poke for ``poll_before_defer`` (at least once) and
+        defer on the trigger (deferrable)."""
         try:
             if not self.deferrable:
                 return super().execute(context)
-            outcome = self.poke(context)
-            if isinstance(outcome, PokeReturnValue):
-                return outcome.xcom_value
+            end_time = time.time() + self.timeout
+            poke_until = time.time() + min(self.poll_before_defer, self.timeout)
+            while True:
+                outcome = self.poke(context)
+                if isinstance(outcome, PokeReturnValue):
+                    return outcome.xcom_value
+                if time.time() + self.poke_interval > poke_until:
+                    break
+                time.sleep(self.poke_interval)
             self.record_deferring_try(context)
             kwargs: dict[str, Any] = {
                 **self.target.ids(),
-                "end_time": time.time() + self.timeout,
+                "end_time": end_time,
                 "poll_interval": float(self.policy.interval),
                 "max_poll_interval": float(self.policy.max_interval),
                 "max_consecutive_failures": self.max_consecutive_failures,
+                "not_before": time.time() + self.min_deferral if self.min_deferral else None,
             }
             trigger = self.trigger_class(babou_conn_id=self.babou_conn_id, **kwargs)
             # The deadline lives in the trigger as wall-clock time: a framework timeout would

@@ -37,6 +37,7 @@ from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import TRANSIENT_ERRORS, WaitClock, WaitState
 
 __all__ = [
+    "DEFAULT_MIN_DEFERRAL",
     "TRANSIENT_ERRORS",
     "TRIGGER_EVENT_STATUSES",
     "BabouAssetTrigger",
@@ -51,6 +52,14 @@ __all__ = [
 
 #: Seconds between two progress lines of a wait whose state did not change.
 PROGRESS_EVERY = 60.0
+
+#: Default ``min_deferral`` of the waiting operators and sensors, in seconds: how long after the task
+#: deferred its trigger may resume it at the earliest. Airflow (3.1 to 3.3 at least) fails a resumed
+#: try when the executor's report of the worker that deferred reaches the scheduler after the task
+#: was queued again (apache/airflow#67287, #71580, #72716: "finished with state success, but the task
+#: instance's state attribute is queued"). Measured on 2 busy cores, that report comes a median
+#: 0.8 s after the deferral, 90% within 6 s (benchmarks/executor_race_results.md).
+DEFAULT_MIN_DEFERRAL = 10.0
 
 #: The closed set of ``status`` values a Babou trigger event can carry.
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "timeout", "error"})
@@ -74,6 +83,10 @@ class BabouPollTrigger(BaseTrigger):
     :param max_poll_interval: the longest delay between two polls, in seconds.
     :param max_consecutive_failures: transient errors (transport, 5xx, 429) tolerated in a row;
         one more ends the wait with an ``error`` event.
+    :param not_before: UNIX time before which no event fires (capped at ``end_time``): an outcome
+        known sooner is held until then, so the scheduler has taken the executor's report of the
+        worker that deferred before the task is queued again (see :data:`DEFAULT_MIN_DEFERRAL`).
+        ``None`` (and triggers serialised without it) holds nothing.
     """
 
     target_class: ClassVar[type[polling.WaitTarget]]
@@ -87,17 +100,13 @@ class BabouPollTrigger(BaseTrigger):
         poll_backoff: float = 1.5,
         max_poll_interval: float = 30.0,
         max_consecutive_failures: int = 10,
+        not_before: float | None = None,
         **ids: str,
     ) -> None:
         super().__init__()
         self.babou_conn_id = babou_conn_id
-        if (
-            isinstance(end_time, bool)
-            or not isinstance(end_time, (int, float))
-            or not math.isfinite(end_time)
-        ):
-            raise BabouInputError(f"end_time must be a finite UNIX time, got {end_time!r}")
-        self.end_time = float(end_time)
+        self.end_time = _unix_time("end_time", end_time)
+        self.not_before = None if not_before is None else _unix_time("not_before", not_before)
         # Checked now, so a bad cadence (NaN, inf, <= 0) fails at defer() on the worker, not later.
         self.policy = polling.PollPolicy(poll_interval, poll_backoff, max_poll_interval)
         self.poll_interval, self.poll_backoff = float(poll_interval), float(poll_backoff)
@@ -116,19 +125,22 @@ class BabouPollTrigger(BaseTrigger):
         return self.target.ids()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Return the classpath and the exact keyword arguments of ``__init__`` (primitives only)."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "babou_conn_id": self.babou_conn_id,
-                **self._ids(),
-                "end_time": self.end_time,
-                "poll_interval": self.poll_interval,
-                "poll_backoff": self.poll_backoff,
-                "max_poll_interval": self.max_poll_interval,
-                "max_consecutive_failures": self.max_consecutive_failures,
-            },
-        )
+        """Return the classpath and the exact keyword arguments of ``__init__`` (primitives only).
+
+        ``not_before`` is left out when unset, so such a trigger serialises as before it existed.
+        """
+        kwargs: dict[str, Any] = {
+            "babou_conn_id": self.babou_conn_id,
+            **self._ids(),
+            "end_time": self.end_time,
+            "poll_interval": self.poll_interval,
+            "poll_backoff": self.poll_backoff,
+            "max_poll_interval": self.max_poll_interval,
+            "max_consecutive_failures": self.max_consecutive_failures,
+        }
+        if self.not_before is not None:
+            kwargs["not_before"] = self.not_before
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def _make_hook(self) -> BabouHook:
         """Build the hook of one wait; a method so unit tests can give it a scripted transport."""
@@ -168,7 +180,9 @@ class BabouPollTrigger(BaseTrigger):
                     obj = await hook.aobserve(self.target, due=due, timeout=timeout, limit=limit)
                     last = self.target.judge(obj)
                     if last.done:
-                        yield self._outcome(last, clock)
+                        event = self._outcome(last, clock)
+                        await self._hold(what, last.state)
+                        yield event
                         return
                     delay = clock.observed()
                 except BabouError as err:
@@ -179,7 +193,9 @@ class BabouPollTrigger(BaseTrigger):
                             f" after {clock.failures} failed polls in a row" if clock.failures > 1 else ""
                         )
                         message = f"Stopped waiting for {what}{streak}: {err}"
-                        yield self._event("error", message, clock, last, error_type=type(err).__name__)
+                        event = self._event("error", message, clock, last, error_type=type(err).__name__)
+                        await self._hold(what, "unknown")
+                        yield event
                         return
                     self.log.warning("Polling %s failed (%d in a row): %s", what, clock.failures, err)
                 except Exception as err:
@@ -187,7 +203,9 @@ class BabouPollTrigger(BaseTrigger):
                     # instead of waiting for a trigger that died.
                     self.log.exception("Unexpected error while polling %s", what)
                     message = f"Stopped waiting for {what}: {type(err).__name__}: {err}"
-                    yield self._event("error", message, clock, last, error_type=type(err).__name__)
+                    event = self._event("error", message, clock, last, error_type=type(err).__name__)
+                    await self._hold(what, "unknown")
+                    yield event
                     return
                 if clock.remaining() <= 0:
                     state = last.state if last else "unknown"
@@ -207,6 +225,22 @@ class BabouPollTrigger(BaseTrigger):
         finally:
             await hook.aclose()
 
+    async def _hold(self, what: str, state: str) -> None:
+        """Sleep until ``not_before`` (never past ``end_time``): the task's deferral must settle
+        in the scheduler before its resume is queued (see :data:`DEFAULT_MIN_DEFERRAL`)."""
+        if self.not_before is None:
+            return
+        hold = min(self.not_before, self.end_time) - time.time()
+        if hold > 0:
+            self.log.info(
+                "Babou %s is %r; resuming the task in %.1f s, once its deferral has settled in "
+                "Airflow's scheduler (apache/airflow#72716)",
+                what,
+                state,
+                hold,
+            )
+            await asyncio.sleep(hold)
+
     def _outcome(self, observed: WaitState, clock: WaitClock) -> TriggerEvent:
         what = self.target.describe()
         if not observed.succeeded:
@@ -221,6 +255,12 @@ class BabouPollTrigger(BaseTrigger):
         self.log.info(
             "Babou has no cancel endpoint; %s keeps running on Babou's side", self.target.describe()
         )
+
+
+def _unix_time(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BabouInputError(f"{name} must be a finite UNIX time, got {value!r}")
+    return float(value)
 
 
 class BabouPromptTrigger(BabouPollTrigger):

@@ -71,6 +71,14 @@ def log_errors(path: Path) -> list[str]:
     return picked
 
 
+def _deferred_in(log: Path) -> bool:
+    """Whether the task log of a try records a deferral (the task runner's "Pausing task as DEFERRED")."""
+    try:
+        return "Pausing task as DEFERRED" in log.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 def summarise_task_log(path: Path, last: int = 3, most: int = 20) -> str:
     """The last ``most`` warnings and errors of a task/trigger log, and its last lines."""
     picked = log_errors(path)
@@ -215,6 +223,7 @@ class TaskTry:
     state: str | None
     cause: str
     executor_race: bool = False  # failed by the scheduler (state mismatch), not by the task
+    hostname: str | None = None  # the component that ran it (Airflow's hostname callable)
 
 
 @dataclass
@@ -383,22 +392,26 @@ class Deployment:
 
         A try the scheduler failed because of the executor race on resumed deferred tasks
         (apache/airflow#66374, #67287, #72716: the audit log's ``state mismatch``, a stale
-        "success" of the worker that deferred) is told apart from a try that failed on its own
-        error (the last error its task log records).
+        "success" of the worker that deferred, in a try whose task log records a deferral) is told
+        apart from a try that failed on its own error (the last error its task log records).
         """
         tries = [
-            (str(r[0]), int(r[1]), int(r[2]), r[3])
+            (str(r[0]), int(r[1]), int(r[2]), r[3], r[4])
             for r in self.query(
-                "SELECT task_id, map_index, try_number, state FROM task_instance_history "
+                "SELECT task_id, map_index, try_number, state, hostname FROM task_instance_history "
                 "WHERE dag_id = ? AND run_id = ?",
                 self.dag_id,
                 run_id,
             )
         ]
         tries += [
-            (task_id, map_index, try_number, state)
-            for task_id, map_index, state, try_number in self.task_instances(run_id)
-            if state in ("failed", "upstream_failed", "up_for_retry")
+            (str(r[0]), int(r[1]), int(r[2]), r[3], r[4])
+            for r in self.query(
+                "SELECT task_id, map_index, try_number, state, hostname FROM task_instance "
+                "WHERE dag_id = ? AND run_id = ? AND state IN ('failed', 'upstream_failed', 'up_for_retry')",
+                self.dag_id,
+                run_id,
+            )
         ]
         mismatches: dict[tuple[str, int, int], str] = {}
         for task_id, map_index, try_number, extra in self.query(
@@ -413,23 +426,41 @@ class Deployment:
             key = (str(task_id), int(map_index if map_index is not None else -1), int(try_number or 0))
             mismatches[key] = found.group(2)
         lost = []
-        for task_id, map_index, try_number, state in sorted(set(tries), key=lambda r: r[:3]):
+        for task_id, map_index, try_number, state, hostname in sorted(set(tries), key=lambda r: r[:3]):
             label = f"{task_id}[{map_index}]" if map_index >= 0 else task_id
-            if (task_id, map_index, try_number) in mismatches:
+            log = self.attempt_log(run_id, task_id, map_index, try_number)
+            # The race needs a deferral in that try: its worker's exit is the stale "success".
+            race = (task_id, map_index, try_number) in mismatches and _deferred_in(log)
+            if race:
                 cause = (
                     "Airflow executor race, not a task error: the scheduler failed the try on the stale "
                     "'success' of its deferral while it was "
                     f"{mismatches[task_id, map_index, try_number]} ('state mismatch', apache/airflow#72716)"
                 )
             else:
-                errors = [
-                    e for e in log_errors(self.attempt_log(run_id, task_id, map_index, try_number))
-                    if " error " in e or "Traceback" in e
-                ]  # fmt: skip
+                errors = [e for e in log_errors(log) if " error " in e or "Traceback" in e]
                 cause = errors[-1] if errors else "no error in its task log"
-            race = (task_id, map_index, try_number) in mismatches
-            lost.append(TaskTry(label, try_number, state, cause, executor_race=race))
+            lost.append(TaskTry(label, try_number, state, cause, executor_race=race, hostname=hostname))
         return lost
+
+    def unexplained_tries(
+        self, run_id: str, allowed: Callable[[TaskTry], bool] = lambda t: False
+    ) -> list[TaskTry]:
+        """The tries a clean run must not have: every try that did not end its task instance,
+        except those the executor race took (``TaskTry.executor_race``: Airflow's doing, not the
+        task's; the provider makes it rare, it cannot rule it out) and those ``allowed`` (e.g. a
+        try on a worker the test killed). A task instance whose earlier try is missing from the
+        history counts too. The one classifier of the deployment tests."""
+        lost = self.lost_tries(run_id)
+        seen = {(t.task, t.try_number) for t in lost}
+        missing = [
+            TaskTry(label, number, None, "not in task_instance_history")
+            for task_id, map_index, _, try_number in self.task_instances(run_id)
+            for label in [f"{task_id}[{map_index}]" if map_index >= 0 else task_id]
+            for number in range(1, try_number)
+            if (label, number) not in seen
+        ]
+        return [t for t in lost if not t.executor_race and not allowed(t)] + missing
 
     def tries_report(self, run_id: str) -> str:
         """Tries per task instance, then what ended each lost try: for assertion messages."""
@@ -441,7 +472,7 @@ class Deployment:
         ]
         lost = self.lost_tries(run_id)
         lines.append(f"lost tries ({len(lost)}):")
-        lines += [f"  {t.task} try {t.try_number} ({t.state}): {t.cause}" for t in lost]
+        lines += [f"  {t.task} try {t.try_number} ({t.state}, on {t.hostname}): {t.cause}" for t in lost]
         return "\n".join(lines)
 
     def stop(self) -> list[str]:

@@ -51,7 +51,8 @@ def test_video_pipeline_runs_in_a_real_deployment(deployment: Deployment, emulat
     started = time.monotonic()
     deployment.wait_until_parsed()
     deployment.airflow("dags", "unpause", DAG_ID)
-    deployment.airflow("dags", "trigger", DAG_ID)
+    run_id = f"real-{int(time.time())}"
+    deployment.airflow("dags", "trigger", DAG_ID, "--run-id", run_id)
 
     state = deployment.wait_for("the DAG run to finish", deployment.run_state, RUN_TIMEOUT)
     elapsed = time.monotonic() - started
@@ -62,8 +63,10 @@ def test_video_pipeline_runs_in_a_real_deployment(deployment: Deployment, emulat
     assert state == "success", deployment.failure(f"run {state} after {elapsed:.0f}s")
     assert len(tis) == 9, deployment.failure(f"expected 9 task instances, got {tis}")
     assert {ti[2] for ti in tis} == {"success"}, deployment.diagnostics()
-    retried = [ti for ti in tis if ti[3] != 1]
-    assert not retried, deployment.failure(f"tasks needed a retry: {retried}")
+    # Any extra try is a provider failure, except one Airflow's executor race took (told apart by
+    # its 'state mismatch' audit log entry in a try that deferred; see Deployment.lost_tries).
+    retried = deployment.unexplained_tries(run_id)
+    assert not retried, deployment.failure(f"tasks needed a retry:\n{deployment.tries_report(run_id)}")
 
     output_dir = Path(deployment.env["BABOU_OUTPUT_DIR"])
     videos = sorted(output_dir.rglob("*.mp4"))

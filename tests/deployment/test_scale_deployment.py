@@ -275,6 +275,12 @@ def _problems(scale: Scale, states: dict[str, str], run_ids: dict[str, str]) -> 
         ]
         if not final or final[0][2] != "success" or final[0][3] <= try_number:
             problems.append(f"{task_id}[{map_index}] killed with {name} on try {try_number}, then {final}")
+    killed_worker = scale.killed.get("worker", ("",))[0]
+    for dag_id, run_id in run_ids.items():
+        # Tries on the killed worker are lost on purpose; any other, bar the executor race, is ours.
+        lost = scale.view(dag_id).unexplained_tries(run_id, lambda t: t.hostname == killed_worker)
+        if lost:
+            problems.append(f"{dag_id}: tries lost, not to the kill or the executor race: {lost}")
     deployment = scale.deployment
     leaks = key_leaks([*deployment.log_roots, deployment.component_logs], ALICE)
     if leaks:

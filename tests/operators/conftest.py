@@ -16,8 +16,9 @@ from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.hooks.babou import BabouHook
 from tests.helpers import FAST_POLL, key_stats
 
-#: The wait arguments of operators under test: poll fast, give up well within a test's patience.
-FAST: dict[str, Any] = {"poll_interval": 0.05, "timeout": 30}
+#: The wait arguments of operators under test: poll fast, give up well within a test's patience,
+#: and let a trigger fire at once (no ``min_deferral`` hold: there is no scheduler to race).
+FAST: dict[str, Any] = {"poll_interval": 0.05, "timeout": 30, "min_deferral": 0}
 
 #: A 1x1 PNG, the smallest image Babou accepts as an asset.
 PNG = (
