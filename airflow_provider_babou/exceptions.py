@@ -13,6 +13,11 @@ import httpx
 
 from airflow_provider_babou._compat import AirflowException, AirflowFailException
 
+#: HTTP statuses that may go away on their own: rate limited, or Babou (or a proxy) failing for now.
+#: Not 501 (the server will never implement it), and not a 2xx whose body is unreadable (a proxy's
+#: page or a changed shape repeats itself; a POST answered so is still reconciled, it took effect).
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
 
 class BabouError(AirflowException):
     """Base class of every Babou error.
@@ -58,6 +63,11 @@ class BabouError(AirflowException):
 
     def __str__(self) -> str:
         return self._render()
+
+    @property
+    def transient(self) -> bool:
+        """Whether this failure may go away on its own: the one rule every retry, wait and download reads."""
+        return self.http_status in TRANSIENT_STATUSES
 
     def sentence(self) -> str:
         """The error as one plain sentence for a person (the connection Test button's message).
@@ -117,10 +127,13 @@ class BabouValidationError(BabouError, AirflowFailException):
 
 
 class BabouRateLimitError(BabouError):
-    """429: the key's rate limit was exceeded.
+    """429: the key's rate limit was exceeded, or the key's request budget here had no token in time
+    (``not sent``: nothing reached Babou). Transient either way: a later try finds room.
 
     :param retry_after: seconds Babou asked us to wait, when it said.
     """
+
+    transient = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         self.retry_after = retry_after
@@ -132,7 +145,9 @@ class BabouServerError(BabouError):
 
 
 class BabouTransportError(BabouError):
-    """No usable response: connection refused or dropped, timeout, TLS or protocol error."""
+    """No usable response: connection refused or dropped, timeout, TLS or protocol error (transient)."""
+
+    transient = True
 
 
 class BabouOutcomeUnknownError(BabouError):
@@ -160,3 +175,7 @@ class BabouJobFailedError(BabouError):
 
 class BabouWaitTimeoutError(BabouError):
     """A wait for a prompt, export or asset passed its deadline; the text names what was pending."""
+
+
+class BabouEventError(BabouError):
+    """A task resumed with a missing or malformed trigger event (not something Babou said)."""

@@ -24,12 +24,16 @@ from airflow_provider_babou.exceptions import (
     BabouTransportError,
     BabouWaitTimeoutError,
 )
+from airflow_provider_babou.hooks._retry import backoff
 from airflow_provider_babou.models import Asset, BabouModel, Chapter, Export, ExportStatus
 from airflow_provider_babou.validation import check_id
 
 log = logging.getLogger(__name__)
 
-#: Errors that may go away on their own: a wait tolerates a few of them in a row.
+#: Transient errors in a row a wait tolerates (blocking, sensor or trigger); one more ends it.
+DEFAULT_MAX_FAILURES = 10
+
+#: The error classes that can be transient (kept for imports; the rule is ``BabouError.transient``).
 TRANSIENT_ERRORS: tuple[type[BabouError], ...] = (BabouTransportError, BabouServerError, BabouRateLimitError)
 
 
@@ -234,16 +238,15 @@ class WaitClock:
 
         A 429's ``Retry-After`` lengthens the delay: polling earlier would only earn another 429.
         """
-        if not isinstance(error, TRANSIENT_ERRORS):
+        if not error.transient:
             raise error
         self.failures += 1
         if self.failures > self.max_failures:
             raise error
-        delay = next(self._delays)
+        # The hook's backoff (Retry-After first), never sooner than the next poll would have come.
         retry_after = getattr(error, "retry_after", None)
-        if retry_after:
-            delay = max(delay, float(retry_after))
-        return self._cut(delay)
+        delay = backoff(self.failures, retry_after, self.policy.max_interval)
+        return self._cut(max(delay, retry_after or 0.0, self.policy.interval))
 
     def _cut(self, delay: float) -> float:
         return max(0.0, min(delay, self.remaining()))
@@ -299,8 +302,8 @@ def wait(
     while True:
         try:
             obj, state = look_once(target)
-        except TRANSIENT_ERRORS as err:
-            if clock.remaining() > LAST_POLL:
+        except BabouError as err:
+            if not err.transient or clock.remaining() > LAST_POLL:
                 raise  # more failures in a row than tolerated, well before the deadline
             message = f"{target.describe()}: no answer before the deadline ({err})"
             raise BabouWaitTimeoutError(message) from err

@@ -28,7 +28,8 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks._http import error_for_response, is_transient, transport_error
+from airflow_provider_babou.hooks._http import error_for_response, transport_error
+from airflow_provider_babou.hooks._retry import backoff
 from airflow_provider_babou.hooks._transfer import DownloadState, check_destination
 from airflow_provider_babou.models import DownloadResult, ExportStatus
 
@@ -143,9 +144,9 @@ def download(
                 if kept_pace and not isinstance(err, BabouDownloadStalledError):
                     retry_from = now
                 resumes += 1
-                pause = min(0.5 * resumes, 5.0)
+                pause = backoff(resumes, None, hook.config.max_backoff)
                 late = hook.deadline is not None and time.time() + pause >= hook.deadline
-                if not is_transient(err) or late or now + pause > retry_from + hook.config.retry_deadline:
+                if not err.transient or late or now + pause > retry_from + hook.config.retry_deadline:
                     raise
                 log.warning("Download of %s interrupted at %d bytes (%s); resuming", pid, state.offset, err)
                 time.sleep(pause)

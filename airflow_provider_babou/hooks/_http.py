@@ -33,9 +33,6 @@ from airflow_provider_babou.models import BabouModel, Page, Pagination
 
 M = TypeVar("M", bound=BabouModel)
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-# A POST answered with one of these surely did not take effect: the server refused it up front.
-POST_SAFE_STATUSES = frozenset({429, 503})
 # Transport errors raised before the request could reach the server.
 NOT_SENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 TEXT_CUT = 200
@@ -194,13 +191,6 @@ def was_not_sent(error: BaseException) -> bool:
     return isinstance(error, BabouTransportError) and isinstance(error.__cause__, NOT_SENT_ERRORS)
 
 
-def is_ambiguous(error: BaseException) -> bool:
-    """Whether a failed POST may nonetheless have taken effect (a timeout or drop, 500/502/504)."""
-    if isinstance(error, BabouTransportError):
-        return not was_not_sent(error)
-    return isinstance(error, BabouServerError) and error.http_status not in POST_SAFE_STATUSES
-
-
 def _capped(seconds: float | None, longest: float | None) -> float | None:
     return seconds if seconds is None or longest is None else min(seconds, longest)
 
@@ -214,20 +204,6 @@ def record_answer(budget: KeyBudget, response: httpx.Response, longest: float | 
         budget.throttled(parse_retry_after(response.headers.get("Retry-After")), longest=longest)
     else:
         budget.succeeded()
-
-
-def is_transient(error: BabouError) -> bool:
-    """Whether an error may go away on its own: no usable answer, 429 or a 5xx."""
-    return isinstance(error, BabouTransportError) or error.http_status in RETRYABLE_STATUSES
-
-
-def is_retryable(method: str, error: BaseException, *, restartable: bool = True) -> bool:
-    """The retry rule: GETs retry every transient fault, POSTs only what surely did not take effect."""
-    if not isinstance(error, BabouError) or not restartable:
-        return False
-    if method == "GET":
-        return is_transient(error)
-    return was_not_sent(error) or error.http_status in POST_SAFE_STATUSES
 
 
 def _bad_body(response: httpx.Response, message: str) -> BabouServerError:

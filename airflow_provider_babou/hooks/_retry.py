@@ -1,5 +1,6 @@
-"""How long :class:`~airflow_provider_babou.hooks.babou.BabouHook` retries: backoff, and one
-deadline for a whole call.
+"""The retry policy: which failures are retried (:func:`is_retryable`; what is transient is
+``BabouError.transient``), how long to pause (:func:`backoff`, for requests, downloads and waits),
+and one deadline for a whole call.
 
 A call may retry at several levels (a reconciled POST re-sends, and each of its requests retries
 too). They share one *retry window*: ``retry_deadline`` seconds from the start of the outermost
@@ -20,9 +21,40 @@ from typing import Any, TypeVar
 
 import tenacity
 
+from airflow_provider_babou.exceptions import BabouError, BabouServerError, BabouTransportError
 from airflow_provider_babou.hooks._config import ClientConfig
+from airflow_provider_babou.hooks._http import was_not_sent
 
 T = TypeVar("T")
+
+# A POST answered with one of these surely did not take effect: the server refused it up front.
+POST_SAFE_STATUSES = frozenset({429, 503})
+
+
+def is_ambiguous(error: BaseException) -> bool:
+    """Whether a failed POST may nonetheless have taken effect (a timeout or drop, 500/502/504)."""
+    if isinstance(error, BabouTransportError):
+        return not was_not_sent(error)
+    return isinstance(error, BabouServerError) and error.http_status not in POST_SAFE_STATUSES
+
+
+def is_retryable(method: str, error: BaseException, *, restartable: bool = True) -> bool:
+    """The retry rule: GETs retry every transient fault, POSTs only what surely did not take effect."""
+    if not isinstance(error, BabouError) or not restartable:
+        return False
+    if method == "GET":
+        return error.transient
+    return was_not_sent(error) or error.http_status in POST_SAFE_STATUSES
+
+
+def backoff(attempt: int, retry_after: float | None, cap: float) -> float:
+    """Seconds before try ``attempt + 1`` after a transient failure (requests, resumed downloads and
+    failed polls alike): the server's ``Retry-After`` when it gave one, else exponential from 0.5 s
+    with jitter; at most ``cap`` either way."""
+    if retry_after is not None:
+        return min(float(retry_after), cap)
+    ceiling = min(cap, 0.5 * 2 ** min(attempt - 1, 30))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class RetryTiming:
@@ -37,14 +69,8 @@ class RetryTiming:
         raise NotImplementedError
 
     def _backoff(self, attempt: int, error: BaseException | None) -> float:
-        """Seconds before the next attempt: the server's ``Retry-After``, else exponential with jitter;
-        at most ``max_backoff`` either way."""
-        cap = self.config.max_backoff
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return min(float(retry_after), cap)
-        ceiling = min(cap, 0.5 * 2 ** min(attempt - 1, 30))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        """:func:`backoff` with the connection's ``max_backoff`` and the error's ``Retry-After``."""
+        return backoff(attempt, getattr(error, "retry_after", None), self.config.max_backoff)
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:
         """Stop when the next sleep would pass the retry window, :attr:`deadline` or ``max_retries``."""

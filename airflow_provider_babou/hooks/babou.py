@@ -37,14 +37,12 @@ from airflow_provider_babou.hooks import _async, _budget, _config, _deadline, _d
 from airflow_provider_babou.hooks._http import (
     client_kwargs,
     error_for_response,
-    is_ambiguous,
-    is_retryable,
     parse_model,
     parse_page,
     record_answer,
     transport_error,
 )
-from airflow_provider_babou.hooks._retry import RetryTiming, in_one_retry_window
+from airflow_provider_babou.hooks._retry import RetryTiming, in_one_retry_window, is_ambiguous, is_retryable
 from airflow_provider_babou.hooks._transfer import UploadBody, upload_body
 from airflow_provider_babou.models import (
     Asset,
@@ -201,7 +199,7 @@ class BabouHook(RetryTiming, BaseHook):
         timeout: float | None = None,
     ) -> httpx.Response:
         """Send one API request (the only sync code that does), retrying transient faults for up to
-        ``retry_deadline`` seconds and never past :attr:`deadline` (rules: :func:`._http.is_retryable`).
+        ``retry_deadline`` seconds and never past :attr:`deadline` (rules: :func:`._retry.is_retryable`).
         """
         config, client = self.config, self.get_conn()
         budget = _budget.budget_for(_budget.budget_key(config.base_url, config.api_key), config.rate_limit)
@@ -522,7 +520,12 @@ class BabouHook(RetryTiming, BaseHook):
         return polling.look(observe, target, clock, self.config.timeout)
 
     def wait(
-        self, target: WaitTarget, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float, max_failures: int = 5
+        self,
+        target: WaitTarget,
+        *,
+        poll: PollPolicy = _DEFAULT_POLL,
+        timeout: float,
+        max_failures: int = polling.DEFAULT_MAX_FAILURES,
     ) -> Any:
         """Poll ``target`` until done (:func:`~airflow_provider_babou.polling.wait`); return the object."""
         clock = WaitClock(time.time() + polling.check_seconds("timeout", timeout), poll, max_failures)

@@ -18,6 +18,7 @@ from airflow_provider_babou._compat import AirflowSensorTimeout, RetryAwareResum
 from airflow_provider_babou.exceptions import BabouJobFailedError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import (
+    DEFAULT_MAX_FAILURES,
     PollPolicy,
     WaitClock,
     WaitTarget,
@@ -71,7 +72,7 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 2.0,
         max_poll_interval: float = 30.0,
-        max_consecutive_failures: int = 10,
+        max_consecutive_failures: int = DEFAULT_MAX_FAILURES,
         poll_before_defer: float = 0.0,
         min_deferral: float = DEFAULT_MIN_DEFERRAL,
         **kwargs: Any,

@@ -29,12 +29,13 @@ from airflow_provider_babou import exceptions as babou_exceptions
 from airflow_provider_babou import polling
 from airflow_provider_babou.exceptions import (
     BabouError,
+    BabouEventError,
     BabouInputError,
     BabouJobFailedError,
     BabouWaitTimeoutError,
 )
 from airflow_provider_babou.hooks.babou import BabouHook
-from airflow_provider_babou.polling import TRANSIENT_ERRORS, WaitClock, WaitState
+from airflow_provider_babou.polling import DEFAULT_MAX_FAILURES, TRANSIENT_ERRORS, WaitClock, WaitState
 
 __all__ = [
     "DEFAULT_MIN_DEFERRAL",
@@ -63,10 +64,6 @@ DEFAULT_MIN_DEFERRAL = 10.0
 
 #: The closed set of ``status`` values a Babou trigger event can carry.
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "timeout", "error"})
-
-
-class BabouEventError(BabouError):
-    """A task resumed with a missing or malformed trigger event (not something Babou said)."""
 
 
 class BabouPollTrigger(BaseTrigger):
@@ -99,7 +96,7 @@ class BabouPollTrigger(BaseTrigger):
         poll_interval: float = 2.0,
         poll_backoff: float = 1.5,
         max_poll_interval: float = 30.0,
-        max_consecutive_failures: int = 10,
+        max_consecutive_failures: int = DEFAULT_MAX_FAILURES,
         not_before: float | None = None,
         **ids: str,
     ) -> None:
