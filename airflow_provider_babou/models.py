@@ -269,9 +269,10 @@ class Page(BabouModel, Generic[T]):
 
 
 class DownloadResult(BabouModel):
-    """A finished download: where it is, how big, and its SHA-256."""
+    """A finished download: where it is, how big, its SHA-256, and the URL it came from (it expires)."""
 
     path: str
     size: int
     sha256: str
     project_id: str
+    download_url: str | None = None

@@ -1,8 +1,9 @@
 """Downloading an export: one streamed request at a time, resumed with ``Range`` until whole.
 
-Used by :meth:`BabouHook.download_export`; HTTP goes through the hook's client, the file work
-through :class:`~._transfer.DownloadState`. A remote destination is written as the bytes arrive
-and a resumed request appends to the same open object, so no local copy is ever made.
+Used by :meth:`BabouHook.download_export` (it imports nothing of the hook: :class:`DownloadClient`
+says what it needs); HTTP goes through the hook's client, the file work through
+:class:`~airflow_provider_babou.storage.DownloadState`. A remote destination is written as the
+bytes arrive and a resumed request appends to the same open object, so no local copy is made.
 
 Bounds: each request must move at least ``min_speed`` bytes/s averaged over every ``speed_window``
 seconds (else :class:`BabouDownloadStalledError`, a cut); cuts are resumed for ``retry_deadline``
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -28,13 +29,25 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
+from airflow_provider_babou.hooks._config import ClientConfig
 from airflow_provider_babou.hooks._http import error_for_response, transport_error
 from airflow_provider_babou.hooks._retry import backoff
-from airflow_provider_babou.hooks._transfer import DownloadState, check_destination
-from airflow_provider_babou.models import DownloadResult, ExportStatus
+from airflow_provider_babou.models import DownloadResult, Export, ExportStatus
+from airflow_provider_babou.storage import DownloadState, check_destination
 
-if TYPE_CHECKING:
-    from airflow_provider_babou.hooks.babou import BabouHook
+
+class DownloadClient(Protocol):
+    """What a download needs of the hook (its export status, connection, client and deadline)."""
+
+    deadline: float | None
+
+    @property
+    def config(self) -> ClientConfig: ...
+
+    def get_export(self, project_id: str) -> Export: ...
+
+    def get_conn(self) -> httpx.Client: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +115,7 @@ def _usable_url(url: str | None, pid: str) -> str:
 
 
 def download(
-    hook: BabouHook,
+    hook: DownloadClient,
     pid: str,
     destination: Any,
     *,
@@ -112,12 +125,14 @@ def download(
 ) -> DownloadResult:
     """Download project ``pid``'s completed export to ``destination`` (checked before any request)."""
     min_speed, speed_window = _bound("min_speed", min_speed), _bound("speed_window", speed_window)
-    local, remote = check_destination(destination, overwrite=overwrite)
+    # Parents created: a deferred task may resume on a worker other than the one that checked.
+    local, remote = check_destination(destination, overwrite=overwrite, create_parents=True)
     export = hook.get_export(pid)
     if export.status is not ExportStatus.COMPLETED:
         raise BabouInputError(
             f"the export of project {pid} is {export.status.value}, not completed: nothing to download",
-            hint="wait for the export first",
+            hint="wait for it first (BabouStartExportOperator with wait_for_completion=True, or "
+            "BabouExportSensor)",
         )
     url, refreshed, resumes = _usable_url(export.download_url, pid), False, 0
     state = DownloadState(local, remote)
@@ -156,14 +171,16 @@ def download(
         state.discard()
         raise
     path = str(remote if remote is not None else local)
-    return DownloadResult(path=path, size=state.offset, sha256=state.sha256.hexdigest(), project_id=pid)
+    return DownloadResult(
+        path=path, size=state.offset, sha256=state.sha256.hexdigest(), project_id=pid, download_url=url
+    )
 
 
 def _cut(message: str, url: str) -> BabouTransportError:
     return BabouTransportError(message, method="GET", path=httpx.URL(url).path)
 
 
-def _stream(hook: BabouHook, url: str, state: DownloadState, pace: _Pace) -> None:
+def _stream(hook: DownloadClient, url: str, state: DownloadState, pace: _Pace) -> None:
     """One download request from ``state.offset``: append to the file, raise a typed error if cut."""
     headers = {"Accept-Encoding": "identity"}  # byte offsets must refer to the file itself
     if state.offset and not state.resumable():

@@ -43,7 +43,6 @@ from airflow_provider_babou.hooks._http import (
     transport_error,
 )
 from airflow_provider_babou.hooks._retry import RetryTiming, in_one_retry_window, is_ambiguous, is_retryable
-from airflow_provider_babou.hooks._transfer import UploadBody, upload_body
 from airflow_provider_babou.models import (
     Asset,
     BabouModel,
@@ -66,6 +65,7 @@ from airflow_provider_babou.polling import (
     WaitState,
     WaitTarget,
 )
+from airflow_provider_babou.storage import UploadBody, upload_body
 from airflow_provider_babou.validation import (
     check_description,
     check_duration,
@@ -501,8 +501,9 @@ class BabouHook(RetryTiming, BaseHook):
         min_speed: float = _download.MIN_SPEED,
         speed_window: float = _download.SPEED_WINDOW,
     ) -> DownloadResult:
-        """Download the export's MP4 (:func:`._download.download`): destination checked first, streamed,
-        resumed only into the same file, at least ``min_speed`` bytes/s over each ``speed_window`` s."""
+        """Download the export's MP4 (:func:`._download.download`): destination checked first (missing
+        parent folders created), streamed, resumed only into the same file, at least ``min_speed``
+        bytes/s over each ``speed_window`` s."""
         pid, bounds = check_id("project", project_id), {"min_speed": min_speed, "speed_window": speed_window}
         return _download.download(self, pid, destination, overwrite=overwrite, **bounds)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
@@ -26,9 +25,9 @@ from airflow_provider_babou.exceptions import (
     BabouInputError,
     BabouOutcomeUnknownError,
 )
-from airflow_provider_babou.hooks._transfer import S3_SCHEMES, check_destination, is_remote
 from airflow_provider_babou.links import BabouVideoLink
 from airflow_provider_babou.models import Chapter, Project, PromptStatus
+from airflow_provider_babou.storage import S3_SCHEMES, check_destination
 from airflow_provider_babou.validation import DESCRIPTION_MAX
 
 if TYPE_CHECKING:
@@ -219,24 +218,15 @@ def download(
     *,
     overwrite: bool,
 ) -> dict[str, Any]:
-    """Download the export, store the video link, emit the outlet Asset events; return the JSON result."""
-    export = hook.get_export(project_id)
-    if not export.status.is_success:
-        raise BabouError(
-            f"the export of project {project_id} is {export.status.value!r}, not completed"
-            + (f": {export.error}" if export.error else ""),
-            hint="run BabouStartExportOperator (wait_for_completion=True) before downloading",
-        )
-    if not is_remote(destination):  # again: a deferred task may resume on another worker
-        os.makedirs(
-            os.path.dirname(os.path.abspath(os.fspath(getattr(destination, "path", destination)))),
-            exist_ok=True,
-        )
+    """Download the export, store the video link, emit the outlet Asset events; return the JSON result.
+
+    The hook checks the export (completed) and the destination, once, before the first byte.
+    """
     try:
         downloaded = hook.download_export(project_id, destination, overwrite=overwrite)
     except OSError as exc:  # the disk filled up, or permissions changed since the check
         raise BabouError(f"cannot write the video of project {project_id} to {destination}: {exc}") from exc
-    BabouVideoLink.persist(context, export.download_url)
+    BabouVideoLink.persist(context, downloaded.download_url)
     extra: dict[str, Any] = {
         "project_id": project_id,
         "size": downloaded.size,
@@ -251,4 +241,4 @@ def download(
     operator.log.info(
         "Downloaded %s (%d bytes, sha256 %s)", downloaded.path, downloaded.size, downloaded.sha256
     )
-    return {**downloaded.model_dump(mode="json"), "download_url": export.download_url}
+    return downloaded.model_dump(mode="json")

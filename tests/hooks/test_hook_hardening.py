@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_babou import storage
 from airflow_provider_babou.emulator import EmulatorControl
-from airflow_provider_babou.exceptions import BabouInputError
-from airflow_provider_babou.hooks import _transfer
+from airflow_provider_babou.exceptions import BabouInputError, BabouNotFoundError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import DownloadResult
 from tests.helpers import FAST_POLL, completed_export, route_count
@@ -202,7 +202,6 @@ def test_download_destinations_refused_before_any_request(
         tmp_path: "directory",
         existing: "already exists",
         a_file / "v.mp4": "not a directory",  # the parent is a regular file: works as root too
-        tmp_path / "missing" / "v.mp4": "does not exist",
         tmp_path / ("n" * 296 + ".mp4"): "too long",
         tmp_path / ("n" * 250 + ".mp4"): "too long",  # no room left for the partial file's suffix
         tmp_path / ("n" * 300) / "v.mp4": "too long",
@@ -216,6 +215,15 @@ def test_download_destinations_refused_before_any_request(
     _no_requests(emulator)
 
 
+def test_download_creates_missing_parents_before_any_request(hook: BabouHook, tmp_path: Path) -> None:
+    # A deferred task may resume on a worker that never saw the folder; the project does not exist,
+    # so the folder is made before the first request (which then fails).
+    with pytest.raises(BabouNotFoundError):
+        hook.download_export("prj_1", tmp_path / "new" / "deeper" / "v.mp4")
+    assert (tmp_path / "new" / "deeper").is_dir()
+    assert list((tmp_path / "new" / "deeper").iterdir()) == []
+
+
 def test_download_into_an_unwritable_directory_refused(
     hook: BabouHook, emulator: EmulatorControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -226,7 +234,7 @@ def test_download_into_an_unwritable_directory_refused(
         # root passes every permission check: make os.access answer as it would for anyone else
         real_access = os.access
         monkeypatch.setattr(
-            _transfer.os,
+            storage.os,
             "access",
             lambda path, mode, **kw: False if Path(path) == locked else real_access(path, mode, **kw),
         )

@@ -11,13 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from airflow_provider_babou import storage
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
     BabouDownloadExpiredError,
     BabouInputError,
 )
-from airflow_provider_babou.hooks import _config, _http, _transfer
+from airflow_provider_babou.hooks import _config, _http
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import ExportStatus
 from airflow_provider_babou.polling import ExportTarget
@@ -290,7 +291,7 @@ def test_upload_is_streamed(hook: BabouHook, tmp_path: Path) -> None:
     reader.close()
     assert asset.size == big.stat().st_size
     assert asset.content_type == "video/mp4"
-    assert 0 < reader.largest <= _transfer.CHUNK_SIZE
+    assert 0 < reader.largest <= storage.CHUNK_SIZE
 
 
 def test_upload_object_storage_paths(hook: BabouHook, tmp_path: Path, memory_store) -> None:
