@@ -95,6 +95,16 @@ async def aget_connection(hook: Any, conn_id: str) -> Any:
     return await asyncio.to_thread(get_connection, hook, conn_id)
 
 
+def runs_in_line() -> bool:
+    """Whether this code runs inside ``dag.test()`` (3.1 to 3.3: the task and its trigger run in the
+    test's own process, talking to an in-process supervisor), rather than under a real executor."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:  # pragma: no cover
+        return False
+    return type(getattr(task_runner, "SUPERVISOR_COMMS", None)).__name__ == "InProcessSupervisorComms"
+
+
 # A retry must not resume the previous try's trigger event.
 #
 # Airflow 3.1 leaves a deferred task's ``next_method``/``next_kwargs`` on the task instance when
@@ -164,4 +174,5 @@ __all__ = [
     "conf",
     "get_connection",
     "mask_secret",
+    "runs_in_line",
 ]
