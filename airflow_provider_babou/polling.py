@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from airflow_provider_babou import endpoints
 from airflow_provider_babou.exceptions import (
     BabouError,
     BabouInputError,
@@ -161,7 +162,7 @@ class PromptTarget(WaitTarget):
     chapter_id: str
     prompt_id: str
     model: ClassVar[type[BabouModel]] = Chapter
-    path_template: ClassVar[str] = "/projects/{project_id}/chapters/{chapter_id}"
+    path_template: ClassVar[str] = endpoints.CHAPTER
     describe_template: ClassVar[str] = "prompt {prompt_id} (chapter {chapter_id}, project {project_id})"
 
     def judge(self, obj: Any) -> WaitState:
@@ -174,7 +175,7 @@ class ExportTarget(WaitTarget):
 
     project_id: str
     model: ClassVar[type[BabouModel]] = Export
-    path_template: ClassVar[str] = "/projects/{project_id}/export"
+    path_template: ClassVar[str] = endpoints.EXPORT
     describe_template: ClassVar[str] = "export of project {project_id}"
 
     def judge(self, obj: Any) -> WaitState:
@@ -187,7 +188,7 @@ class AssetTarget(WaitTarget):
 
     asset_id: str
     model: ClassVar[type[BabouModel]] = Asset
-    path_template: ClassVar[str] = "/assets/{asset_id}"
+    path_template: ClassVar[str] = endpoints.ASSET
     describe_template: ClassVar[str] = "asset {asset_id}"
 
     def judge(self, obj: Any) -> WaitState:

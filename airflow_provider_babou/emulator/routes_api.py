@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from airflow_provider_babou import endpoints
 from airflow_provider_babou.emulator import schemas
 from airflow_provider_babou.emulator.state import EmulatorState
 from airflow_provider_babou.emulator.store import ApiError
@@ -51,7 +52,7 @@ def api_key(request: Request) -> str:
 
 
 router = APIRouter(
-    prefix="/api/v1",
+    prefix=endpoints.API_PREFIX,
     responses=schemas.errors(401, 429, 500),
     tags=["Babou API"],
 )
@@ -135,7 +136,7 @@ Offset = Query(0, ge=0, description="Items to skip")
 
 
 @router.post(
-    "/projects",
+    endpoints.PROJECTS,
     responses={200: {"model": schemas.Project}, **schemas.errors(400)},
     openapi_extra=_body_doc(schemas.ProjectCreate),
 )
@@ -151,7 +152,7 @@ async def create_project(request: Request, key: str = Key) -> JSONResponse:
     return _ok(emulator_state(request).store.create_project(key, name, description, settings))
 
 
-@router.get("/projects", responses={200: {"model": schemas.ProjectList}, **schemas.errors(400)})
+@router.get(endpoints.PROJECTS, responses={200: {"model": schemas.ProjectList}, **schemas.errors(400)})
 async def list_projects(
     request: Request, key: str = Key, limit: int = Limit, offset: int = Offset
 ) -> JSONResponse:
@@ -159,7 +160,7 @@ async def list_projects(
     return _ok(_page(limit, offset, items, total, "projects"))
 
 
-@router.get("/projects/{project_id}", responses={200: {"model": schemas.Project}, **schemas.errors(404)})
+@router.get(endpoints.PROJECT, responses={200: {"model": schemas.Project}, **schemas.errors(404)})
 async def get_project(request: Request, project_id: str, key: str = Key) -> JSONResponse:
     return _ok(emulator_state(request).store.get_project(key, project_id))
 
@@ -168,7 +169,7 @@ async def get_project(request: Request, project_id: str, key: str = Key) -> JSON
 
 
 @router.post(
-    "/projects/{project_id}/chapters",
+    endpoints.CHAPTERS,
     responses={200: {"model": schemas.ChapterCreated}, **schemas.errors(400, 404)},
     openapi_extra=_body_doc(schemas.ChapterCreate),
 )
@@ -186,7 +187,7 @@ async def create_chapter(request: Request, project_id: str, key: str = Key) -> J
 
 
 @router.get(
-    "/projects/{project_id}/chapters",
+    endpoints.CHAPTERS,
     responses={200: {"model": schemas.ChapterList}, **schemas.errors(404)},
 )
 async def list_chapters(request: Request, project_id: str, key: str = Key) -> JSONResponse:
@@ -194,7 +195,7 @@ async def list_chapters(request: Request, project_id: str, key: str = Key) -> JS
 
 
 @router.get(
-    "/projects/{project_id}/chapters/{chapter_id}",
+    endpoints.CHAPTER,
     responses={200: {"model": schemas.ChapterDetail}, **schemas.errors(404)},
 )
 async def get_chapter(request: Request, project_id: str, chapter_id: str, key: str = Key) -> JSONResponse:
@@ -202,7 +203,7 @@ async def get_chapter(request: Request, project_id: str, chapter_id: str, key: s
 
 
 @router.post(
-    "/projects/{project_id}/chapters/{chapter_id}/prompt",
+    endpoints.PROMPT,
     responses={200: {"model": schemas.PromptReceipt}, **schemas.errors(400, 404, 409)},
     openapi_extra=_body_doc(schemas.PromptSubmit),
 )
@@ -225,7 +226,7 @@ async def submit_prompt(request: Request, project_id: str, chapter_id: str, key:
 
 
 @router.post(
-    "/projects/{project_id}/export",
+    endpoints.EXPORT,
     responses={200: {"model": schemas.ExportReceipt}, **schemas.errors(400, 404, 409)},
 )
 async def start_export(request: Request, project_id: str, key: str = Key) -> JSONResponse:
@@ -233,7 +234,7 @@ async def start_export(request: Request, project_id: str, key: str = Key) -> JSO
 
 
 @router.get(
-    "/projects/{project_id}/export",
+    endpoints.EXPORT,
     responses={200: {"model": schemas.ExportStatus}, **schemas.errors(404)},
 )
 async def export_status(request: Request, project_id: str, key: str = Key) -> JSONResponse:
@@ -255,7 +256,7 @@ async def export_status(request: Request, project_id: str, key: str = Key) -> JS
 
 
 @router.post(
-    "/assets",
+    endpoints.ASSETS,
     responses={200: {"model": schemas.Asset}, **schemas.errors(400, 413)},
     openapi_extra={
         "requestBody": {
@@ -296,7 +297,7 @@ async def upload_asset(request: Request, key: str = Key) -> JSONResponse:
     return _ok(state.store.create_asset(key, content_type, size))
 
 
-@router.get("/assets", responses={200: {"model": schemas.AssetList}, **schemas.errors(400)})
+@router.get(endpoints.ASSETS, responses={200: {"model": schemas.AssetList}, **schemas.errors(400)})
 async def list_assets(
     request: Request,
     key: str = Key,
@@ -315,6 +316,6 @@ async def list_assets(
     return _ok(_page(limit, offset, items, total, "assets"))
 
 
-@router.get("/assets/{asset_id}", responses={200: {"model": schemas.Asset}, **schemas.errors(404)})
+@router.get(endpoints.ASSET, responses={200: {"model": schemas.Asset}, **schemas.errors(404)})
 async def get_asset(request: Request, asset_id: str, key: str = Key) -> JSONResponse:
     return _ok(emulator_state(request).store.get_asset(key, asset_id))

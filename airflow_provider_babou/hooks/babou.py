@@ -19,7 +19,7 @@ import httpx
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_babou import polling
+from airflow_provider_babou import endpoints, polling
 from airflow_provider_babou._compat import (
     aget_connection,
     get_connection,
@@ -356,22 +356,22 @@ class BabouHook(RetryTiming, BaseHook):
             body["description"] = description
         if check_settings(settings) is not None:
             body["settings"] = settings
-        return self._create(Project, "/projects", f"project {name!r}", "list the projects", json=body)
+        return self._create(Project, endpoints.PROJECTS, f"project {name!r}", "list the projects", json=body)
 
     def get_project(self, project_id: str) -> Project:
         """Get a project."""
-        return self._get(Project, f"/projects/{check_id('project', project_id)}")
+        return self._get(Project, endpoints.PROJECT.format(project_id=check_id("project", project_id)))
 
     def list_projects(self, *, limit: int = 20, offset: int = 0) -> Page[Project]:
         """List one page of projects (tolerant of a bare array or a ``data`` list)."""
         check_page(limit, offset)
-        response = self._request("GET", "/projects", params={"limit": limit, "offset": offset})
+        response = self._request("GET", endpoints.PROJECTS, params={"limit": limit, "offset": offset})
         return parse_page(Project, response, "projects", self.config.api_key)
 
     def iter_projects(self, *, page_size: int = 100) -> Iterator[Project]:
         """Yield every project, page after page."""
         check_page(page_size, 0)
-        return self._pages("/projects", "projects", Project, {}, page_size)
+        return self._pages(endpoints.PROJECTS, "projects", Project, {}, page_size)
 
     def find_projects(self, *, name: str) -> list[Project]:
         """Return the projects named exactly ``name``, newest first."""
@@ -384,18 +384,21 @@ class BabouHook(RetryTiming, BaseHook):
         body: dict[str, Any] = {"name": check_name("chapter", name)}
         if check_duration(duration) is not None:
             body["duration"] = duration
-        path = f"/projects/{pid}/chapters"
+        path = endpoints.CHAPTERS.format(project_id=pid)
         return self._create(Chapter, path, f"chapter {name!r}", f"list the chapters of {pid}", json=body)
 
     def get_chapter(self, project_id: str, chapter_id: str) -> Chapter:
         """Get a chapter with its prompts."""
         return self._get(
-            Chapter, f"/projects/{check_id('project', project_id)}/chapters/{check_id('chapter', chapter_id)}"
+            Chapter,
+            endpoints.CHAPTER.format(
+                project_id=check_id("project", project_id), chapter_id=check_id("chapter", chapter_id)
+            ),
         )
 
     def list_chapters(self, project_id: str) -> list[Chapter]:
         """List a project's chapters, in creation order."""
-        response = self._request("GET", f"/projects/{check_id('project', project_id)}/chapters")
+        response = self._request("GET", endpoints.CHAPTERS.format(project_id=check_id("project", project_id)))
         return parse_page(Chapter, response, "chapters", self.config.api_key).items
 
     # ------------------------------------------------------------------ prompts and exports
@@ -416,7 +419,7 @@ class BabouHook(RetryTiming, BaseHook):
             status, note = chapter.prompt_status(prompt.id), "recovered after an ambiguous failure"
             return PromptReceipt(prompt_id=prompt.id, status=status, message=note)
 
-        path = f"/projects/{pid}/chapters/{cid}/prompt"
+        path = endpoints.PROMPT.format(project_id=pid, chapter_id=cid)
         json = {"content": content, "force": bool(force)}
         return self._reconciled_post(PromptReceipt, path, recover, "submitting the prompt", json=json)
 
@@ -455,7 +458,8 @@ class BabouHook(RetryTiming, BaseHook):
                 hint="check the project's export in the Babou dashboard before starting one again",
             )
 
-        return self._reconciled_post(ExportReceipt, f"/projects/{pid}/export", recover, "starting the export")
+        path = endpoints.EXPORT.format(project_id=pid)
+        return self._reconciled_post(ExportReceipt, path, recover, "starting the export")
 
     # ------------------------------------------------------------------ assets
 
@@ -467,7 +471,7 @@ class BabouHook(RetryTiming, BaseHook):
         :param content_type: the MIME type; guessed from the name when omitted.
         """
         body = upload_body(source, content_type)
-        return self._create(Asset, "/assets", "an asset", "list the newest assets", body=body)
+        return self._create(Asset, endpoints.ASSETS, "an asset", "list the newest assets", body=body)
 
     def get_asset(self, asset_id: str) -> Asset:
         """Get an asset."""
@@ -480,7 +484,7 @@ class BabouHook(RetryTiming, BaseHook):
         check_page(limit, offset)
         params = {"limit": limit, "offset": offset, **asset_filters(content_type, state)}
         return parse_page(
-            Asset, self._request("GET", "/assets", params=params), "assets", self.config.api_key
+            Asset, self._request("GET", endpoints.ASSETS, params=params), "assets", self.config.api_key
         )
 
     def iter_assets(
@@ -488,7 +492,7 @@ class BabouHook(RetryTiming, BaseHook):
     ) -> Iterator[Asset]:
         """Yield every asset matching the filters, page after page."""
         check_page(page_size, 0)
-        return self._pages("/assets", "assets", Asset, asset_filters(content_type, state), page_size)
+        return self._pages(endpoints.ASSETS, "assets", Asset, asset_filters(content_type, state), page_size)
 
     # ------------------------------------------------------------------ download
 
@@ -580,7 +584,7 @@ class BabouHook(RetryTiming, BaseHook):
         copy of the connection saved under a random id)."""
         try:
             self._config = _config.resolve(self, get_connection, name_conn=False)
-            self._request("GET", "/projects", params={"limit": 1}, retry=False)
+            self._request("GET", endpoints.PROJECTS, params={"limit": 1}, retry=False)
         except BabouTransportError as exc:
             return False, f"Cannot reach {self.config.base_url}: {exc.sentence()}"
         except BabouError as exc:
