@@ -264,61 +264,118 @@ def check_max_failures(value: object) -> int:
     return value
 
 
-#: Seconds a blocking wait keeps for its last poll: it polls this long before its deadline, not at it.
+#: Seconds a blocking wait keeps for its last poll: it polls this long before its deadline, not at it
+#: (a quarter of a wait shorter than four times this).
 LAST_POLL = 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a wait ended, in the words of a trigger event's ``status`` (``success``, ``failed``,
+    ``timeout`` or ``error``), with its one message; blocking waits and triggers read the same."""
+
+    status: str
+    message: str
+    last: WaitState | None = None
+    obj: Any = None
+    error: BabouError | None = None
+    #: Seconds from the start of the wait to this outcome (a held event keeps when Babou said so).
+    elapsed: float = 0.0
+
+    def result(self) -> Any:
+        """The waited-on object on success; else raise what the event would say."""
+        if self.status == "success":
+            return self.obj
+        if self.status == "failed":
+            assert self.last is not None
+            raise BabouJobFailedError(self.message, code=self.last.state.upper())
+        if self.status == "timeout":
+            raise BabouWaitTimeoutError(self.message, hint="wait longer, or check it in the Babou dashboard")
+        assert self.error is not None
+        raise self.error
+
+
+class Wait:
+    """The progress of one wait: hand it each poll's result (the object, or the :class:`BabouError`
+    the poll raised); it answers the delay before the next poll, or the :class:`Outcome`.
+
+    :param margin: seconds before the deadline after which no poll starts (a blocking wait's last
+        poll must answer by the deadline; a trigger polls up to it).
+    """
+
+    def __init__(self, target: WaitTarget, clock: WaitClock, *, margin: float = 0.0) -> None:
+        self.target, self.clock, self.margin = target, clock, margin
+        self.last: WaitState | None = None
+
+    def after(self, result: Any) -> Outcome | float:
+        """Judge one poll's result: the outcome when the wait is over, else the next delay."""
+        what, clock = self.target.describe(), self.clock
+        if isinstance(result, BabouError):
+            try:
+                delay = clock.failed(result)
+            except BabouError:
+                streak = f" after {clock.failures} failed polls in a row" if clock.failures > 1 else ""
+                message = f"Stopped waiting for {what}{streak}: {result}"
+                return Outcome("error", message, self.last, error=result, elapsed=clock.elapsed())
+        else:
+            self.last = state = self.target.judge(result)
+            if state.done and state.succeeded:
+                message = f"{what} is {state.state} after {clock.elapsed():.1f} s"
+                message += f": {state.message}" if state.message else ""
+                return Outcome("success", message, state, result, elapsed=clock.elapsed())
+            if state.done:
+                return Outcome("failed", state.failure(what), state, result, elapsed=clock.elapsed())
+            delay = clock.observed()
+        left = clock.remaining() - self.margin
+        if left <= 0:
+            state_word = self.last.state if self.last else "unknown"
+            message = f"Timed out after {clock.elapsed():.1f} s waiting for {what}: still {state_word!r}"
+            return Outcome("timeout", message, self.last, elapsed=clock.elapsed())
+        return min(delay, left)
 
 
 def look(
     observe: Callable[[float], Any], target: WaitTarget, clock: WaitClock, timeout: float
 ) -> tuple[Any, WaitState]:
-    """One blocking wait step: ``observe(seconds)`` once and judge it; a transient error is tried
-    again in place, as long as ``clock`` tolerates it, and re-raised otherwise.
-
-    The GET gets ``timeout`` seconds, never more than the time left before the clock's deadline.
-    """
+    """One blocking wait step (a sensor's poke): ``observe(seconds)`` until it answers, and judge it;
+    a transient error is tried again in place while ``clock`` tolerates it, else raised."""
+    progress = Wait(target, clock, margin=LAST_POLL)
     while True:
         try:
             obj = observe(max(0.01, min(timeout, clock.remaining())))
         except BabouError as err:
-            delay = clock.failed(err)  # raises when not tolerated
-            left = clock.remaining()
-            if left <= LAST_POLL:  # no time for another poll to answer
-                raise
-            log.warning(
-                "Checking %s failed (%d tolerated in a row): %s", target.describe(), clock.failures, err
-            )
-            time.sleep(min(delay, left - LAST_POLL))
+            delay = progress.after(err)
+            if isinstance(delay, Outcome):
+                raise err from None
+            _failed(target, clock, err)
+            time.sleep(delay)
             continue
         return obj, target.judge(obj)
 
 
-def wait(
-    look_once: Callable[[WaitTarget], tuple[Any, WaitState]], target: WaitTarget, clock: WaitClock
-) -> Any:
-    """Take wait steps until ``target`` is done: return the object, or raise its failure or a timeout.
+def wait(observe: Callable[[float], Any], target: WaitTarget, clock: WaitClock, timeout: float) -> Any:
+    """Poll ``target`` until done: return the object, or raise its failure, the error or a timeout.
 
     Never past the deadline: the last poll starts :data:`LAST_POLL` seconds before it, with that
-    time to answer.
+    time to answer; each GET gets ``timeout`` seconds at most.
     """
+    # A short wait (a task's poll before deferring) keeps a quarter of its time for the last poll.
+    progress = Wait(target, clock, margin=min(LAST_POLL, clock.remaining() / 4))
     while True:
         try:
-            obj, state = look_once(target)
+            result = observe(max(0.01, min(timeout, clock.remaining())))
         except BabouError as err:
-            if not err.transient or clock.remaining() > LAST_POLL:
-                raise  # more failures in a row than tolerated, well before the deadline
-            message = f"{target.describe()}: no answer before the deadline ({err})"
-            raise BabouWaitTimeoutError(message) from err
-        if state.done and state.succeeded:
-            return obj
-        if state.done:
-            raise BabouJobFailedError(state.failure(target.describe()), code=state.state.upper())
-        delay = clock.observed()
-        left = clock.remaining()
-        if left <= LAST_POLL:
-            raise BabouWaitTimeoutError(
-                f"{target.describe()} is still {state.state} after {clock.elapsed():.0f} s",
-                hint="wait longer, or check it in the Babou dashboard",
-            )
-        delay = min(delay, left - LAST_POLL)
-        log.info("Babou %s is %r; next poll in %.1f s", target.describe(), state.state, delay)
-        time.sleep(delay)
+            result = err
+        step = progress.after(result)
+        if isinstance(step, Outcome):
+            return step.result()
+        if isinstance(result, BabouError):
+            _failed(target, clock, result)
+        else:
+            state = progress.last.state if progress.last else "unknown"
+            log.info("Babou %s is %r; next poll in %.1f s", target.describe(), state, step)
+        time.sleep(step)
+
+
+def _failed(target: WaitTarget, clock: WaitClock, error: BabouError) -> None:
+    log.warning("Checking %s failed (%d tolerated in a row): %s", target.describe(), clock.failures, error)

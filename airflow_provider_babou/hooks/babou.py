@@ -534,7 +534,8 @@ class BabouHook(RetryTiming, BaseHook):
     ) -> Any:
         """Poll ``target`` until done (:func:`~airflow_provider_babou.polling.wait`); return the object."""
         clock = WaitClock(time.time() + polling.check_seconds("timeout", timeout), poll, max_failures)
-        return polling.wait(lambda t: self.look(t, clock), target, clock)
+        observe = lambda seconds: self.observe(target, retry=False, timeout=seconds)  # noqa: E731
+        return polling.wait(observe, target, clock, self.config.timeout)
 
     def wait_for_prompt(
         self,

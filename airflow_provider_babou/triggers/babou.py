@@ -36,7 +36,7 @@ from airflow_provider_babou.exceptions import (
     BabouWaitTimeoutError,
 )
 from airflow_provider_babou.hooks.babou import BabouHook
-from airflow_provider_babou.polling import DEFAULT_MAX_FAILURES, TRANSIENT_ERRORS, WaitClock, WaitState
+from airflow_provider_babou.polling import DEFAULT_MAX_FAILURES, TRANSIENT_ERRORS, WaitClock
 
 __all__ = [
     "DEFAULT_MIN_DEFERRAL",
@@ -145,17 +145,21 @@ class BabouPollTrigger(BaseTrigger):
         return BabouHook(babou_conn_id=self.babou_conn_id)
 
     def _event(
-        self, status: str, message: str, clock: WaitClock, last: WaitState | None, **extra: Any
+        self, outcome: polling.Outcome, clock: WaitClock, error_type: str | None = None
     ) -> TriggerEvent:
+        """The one event of this wait, from its :class:`~.polling.Outcome`."""
+        last = outcome.last
+        if error_type is None and outcome.error is not None:
+            error_type = type(outcome.error).__name__
         return TriggerEvent(
             {
-                "status": status,
-                "message": message,
+                "status": outcome.status,
+                "message": outcome.message,
                 "state": last.state if last else "unknown",
-                "elapsed": round(clock.elapsed(), 3),
+                "elapsed": round(outcome.elapsed or clock.elapsed(), 3),
                 "object": (last.payload or None) if last else None,
                 **self._ids(),
-                **extra,
+                **({"error_type": error_type} if error_type else {}),
             }
         )
 
@@ -163,7 +167,7 @@ class BabouPollTrigger(BaseTrigger):
         """Poll until done and yield exactly one event (see the module docstring for its shape)."""
         what = self.target.describe()
         clock = WaitClock(self.end_time, self.policy, self.max_consecutive_failures)
-        last: WaitState | None = None
+        progress = polling.Wait(self.target, clock)
         hook = self._make_hook()
         due = time.monotonic() + clock.first_delay()
         logged: tuple[str, float] | None = None  # the state and time of the last progress line
@@ -171,54 +175,40 @@ class BabouPollTrigger(BaseTrigger):
         try:
             await asyncio.sleep(due - time.monotonic())
             while True:
+                result: Any
                 try:
                     config = await hook.aconfig()
                     # Waiting in the key's queue is not a failure: only the deadline bounds it.
                     timeout, limit = clock.request_timeout(config.timeout), clock.request_timeout(math.inf)
-                    obj = await hook.aobserve(self.target, due=due, timeout=timeout, limit=limit)
-                    last = self.target.judge(obj)
-                    if last.done:
-                        event = self._outcome(last, clock)
-                        await self._hold(what, last.state)
-                        yield event
-                        return
-                    delay = clock.observed()
+                    result = await hook.aobserve(self.target, due=due, timeout=timeout, limit=limit)
                 except BabouError as err:
-                    try:
-                        delay = clock.failed(err)
-                    except BabouError:
-                        streak = (
-                            f" after {clock.failures} failed polls in a row" if clock.failures > 1 else ""
-                        )
-                        message = f"Stopped waiting for {what}{streak}: {err}"
-                        event = self._event("error", message, clock, last, error_type=type(err).__name__)
-                        await self._hold(what, "unknown")
-                        yield event
-                        return
-                    self.log.warning("Polling %s failed (%d in a row): %s", what, clock.failures, err)
+                    result = err
                 except Exception as err:
                     # A bug or an unparseable answer: an event, so the task fails with a message
                     # instead of waiting for a trigger that died.
                     self.log.exception("Unexpected error while polling %s", what)
                     message = f"Stopped waiting for {what}: {type(err).__name__}: {err}"
-                    event = self._event("error", message, clock, last, error_type=type(err).__name__)
                     await self._hold(what, "unknown")
-                    yield event
+                    outcome = polling.Outcome("error", message, progress.last)
+                    yield self._event(outcome, clock, type(err).__name__)
                     return
-                if clock.remaining() <= 0:
-                    state = last.state if last else "unknown"
-                    message = f"Timed out after {clock.elapsed():.1f} s waiting for {what}: still {state!r}"
-                    yield self._event("timeout", message, clock, last)
+                step = progress.after(result)
+                if isinstance(step, polling.Outcome):
+                    if step.status != "timeout":  # a timeout is at the deadline: nothing to hold
+                        await self._hold(what, step.last.state if step.last else "unknown")
+                    yield self._event(step, clock)
                     return
-                state = last.state if last else "unknown"
+                if isinstance(result, BabouError):
+                    self.log.warning("Polling %s failed (%d in a row): %s", what, clock.failures, result)
+                state = progress.last.state if progress.last else "unknown"
                 # A progress line when the state changes, else once a minute: a triggerer holds
                 # a thousand waits, and a line per poll would cost more than the poll.
                 if logged is None:  # the first state is no news: the task logged it before deferring
                     logged = (state, clock.elapsed())
                 elif state != logged[0] or clock.elapsed() - logged[1] >= PROGRESS_EVERY:
-                    self.log.info("Babou %s is %r; next poll in %.1f s", what, state, delay)
+                    self.log.info("Babou %s is %r; next poll in %.1f s", what, state, step)
                     logged = (state, clock.elapsed())
-                await asyncio.sleep(delay)
+                await asyncio.sleep(step)
                 due = time.monotonic()
         finally:
             await hook.aclose()
@@ -238,15 +228,6 @@ class BabouPollTrigger(BaseTrigger):
                 hold,
             )
             await asyncio.sleep(hold)
-
-    def _outcome(self, observed: WaitState, clock: WaitClock) -> TriggerEvent:
-        what = self.target.describe()
-        if not observed.succeeded:
-            return self._event("failed", observed.failure(what), clock, observed)
-        message = f"{what} is {observed.state} after {clock.elapsed():.1f} s"
-        return self._event(
-            "success", message + (f": {observed.message}" if observed.message else ""), clock, observed
-        )
 
     async def on_kill(self) -> None:
         """Do nothing remotely: Babou has no cancel endpoint; ``run()`` releases its client itself."""

@@ -99,7 +99,7 @@ def test_job_failures_and_wait_timeout(hook: BabouHook, emulator: EmulatorContro
     emulator.configure(prompt_seconds=30)
     slow = hook.submit_prompt(project.id, chapter.id, content="slow")
     started = time.monotonic()
-    with pytest.raises(BabouWaitTimeoutError, match="still processing"):
+    with pytest.raises(BabouWaitTimeoutError, match="still 'processing'"):
         hook.wait_for_prompt(
             project.id, chapter.id, slow.prompt_id, poll=PollPolicy(0.1, 1, 0.1), timeout=0.4
         )

@@ -76,7 +76,7 @@ def test_the_deadline_ends_a_wait_on_time(monkeypatch: pytest.MonkeyPatch) -> No
     script = Script(Step("GET", EXPORT, ok({"status": "processing"}), forever=True))
     hook = scripted_hook(monkeypatch, script)
     clock = VirtualClock.install(monkeypatch)
-    with pytest.raises(BabouWaitTimeoutError, match="still processing") as info:
+    with pytest.raises(BabouWaitTimeoutError, match="still 'processing'") as info:
         hook.wait_for_export("prj_1", timeout=100)
     # the last poll starts a second (polling.LAST_POLL) before the deadline, to answer by it
     assert clock.elapsed == pytest.approx(100 - LAST_POLL)
