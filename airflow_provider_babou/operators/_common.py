@@ -10,39 +10,25 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_babou._compat import RetryAwareResumeMixin, conf
+from airflow_provider_babou._compat import conf
+from airflow_provider_babou.deferral import RetryAwareResumeMixin, defer_wait
 from airflow_provider_babou.exceptions import BabouWaitTimeoutError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.lineage import BabouLineage, babou_dataset, operator_lineage
 from airflow_provider_babou.links import BabouProjectLink
-from airflow_provider_babou.polling import PollPolicy, WaitTarget, check_seconds
+from airflow_provider_babou.polling import DEFAULT_MAX_FAILURES, PollPolicy, WaitTarget, check_seconds
 from airflow_provider_babou.triggers.babou import (
     DEFAULT_MIN_DEFERRAL,
-    BabouAssetTrigger,
-    BabouExportTrigger,
-    BabouPollTrigger,
-    BabouPromptTrigger,
 )
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-#: The trigger that waits for each kind of target.
-TRIGGERS: dict[type[WaitTarget], type[BabouPollTrigger]] = {
-    t.target_class: t for t in (BabouPromptTrigger, BabouExportTrigger, BabouAssetTrigger)
-}
-
 
 def default_deferrable() -> bool:
     """``[operators] default_deferrable``, as every Airflow operator reads it."""
     return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-def try_number(context: Context) -> int:
-    """Return the try number of the running task instance (1 when unknown)."""
-    value = getattr(context.get("ti"), "try_number", None)
-    return value if isinstance(value, int) and value > 0 else 1
 
 
 class BabouBaseOperator(RetryAwareResumeMixin, BaseOperator):
@@ -166,18 +152,15 @@ class BabouWaitingOperator(BabouBaseOperator):
                     raise  # the whole wait fitted in the grace: it timed out
                 self.log.info("Babou %s still pending after %.0f s: deferring", target.describe(), grace)
         if self.deferrable:
-            policy = self.poll_policy()
-            poll: dict[str, Any] = {
-                **target.ids(),
-                "end_time": end_time,
-                "poll_interval": policy.interval,
-                "poll_backoff": policy.backoff,
-                "max_poll_interval": policy.max_interval,
-                "not_before": time.time() + self.min_deferral if self.min_deferral else None,
-            }
-            trigger = TRIGGERS[type(target)](babou_conn_id=self.babou_conn_id, **poll)
-            self.record_deferring_try(context)
-            # The deadline lives in the trigger as wall-clock time (timeout=None): a framework
-            # timeout would skip the resume method and lose the "what was pending" message.
-            self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=None)
+            defer_wait(
+                self,
+                context,
+                target,
+                end_time=end_time,
+                policy=self.poll_policy(),
+                max_failures=DEFAULT_MAX_FAILURES,
+                min_deferral=self.min_deferral,
+                method_name=method_name,
+                kwargs=kwargs,
+            )
         return hook.wait(target, poll=self.poll_policy(), timeout=remaining)

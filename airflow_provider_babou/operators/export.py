@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_babou._compat import HAS_RESUMABLE_JOB_MIXIN, ResumableJobMixin
+from airflow_provider_babou.deferral import try_number
 from airflow_provider_babou.exceptions import BabouJobFailedError
 from airflow_provider_babou.lineage import BabouLineage
 from airflow_provider_babou.links import BabouProjectLink, BabouVideoLink
 from airflow_provider_babou.models import Export, ExportStatus
-from airflow_provider_babou.operators._common import BabouWaitingOperator, default_deferrable, try_number
+from airflow_provider_babou.operators._common import BabouWaitingOperator, default_deferrable
 from airflow_provider_babou.operators._steps import start_or_attach_export
 from airflow_provider_babou.polling import ExportTarget, export_state
 from airflow_provider_babou.triggers.babou import raise_for_event

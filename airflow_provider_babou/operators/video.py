@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel
 
+from airflow_provider_babou.deferral import try_number
 from airflow_provider_babou.exceptions import BabouError, BabouInputError, BabouJobFailedError
 from airflow_provider_babou.lineage import BabouLineage, location_dataset
 from airflow_provider_babou.links import BabouProjectLink, BabouVideoLink
-from airflow_provider_babou.operators._common import BabouWaitingOperator, default_deferrable, try_number
+from airflow_provider_babou.operators._common import BabouWaitingOperator, default_deferrable
 from airflow_provider_babou.operators._steps import (
     as_location,
     checked_destination,

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_babou._compat import AirflowSensorTimeout, RetryAwareResumeMixin, conf
+from airflow_provider_babou._compat import AirflowSensorTimeout, conf
+from airflow_provider_babou.deferral import RetryAwareResumeMixin, defer_wait
 from airflow_provider_babou.exceptions import BabouJobFailedError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import (
@@ -136,19 +137,15 @@ class _BabouSensor(RetryAwareResumeMixin, BaseSensorOperator):
                 if time.time() + self.poke_interval > poke_until:
                     break
                 time.sleep(self.poke_interval)
-            self.record_deferring_try(context)
-            kwargs: dict[str, Any] = {
-                **self.target.ids(),
-                "end_time": end_time,
-                "poll_interval": float(self.policy.interval),
-                "max_poll_interval": float(self.policy.max_interval),
-                "max_consecutive_failures": self.max_consecutive_failures,
-                "not_before": time.time() + self.min_deferral if self.min_deferral else None,
-            }
-            trigger = self.trigger_class(babou_conn_id=self.babou_conn_id, **kwargs)
-            # The deadline lives in the trigger as wall-clock time: a framework timeout would
-            # skip execute_complete and lose the "what was pending" message.
-            self.defer(trigger=trigger, method_name="execute_complete", timeout=None)
+            defer_wait(
+                self,
+                context,
+                self.target,
+                end_time=end_time,
+                policy=self.policy,
+                max_failures=self.max_consecutive_failures,
+                min_deferral=self.min_deferral,
+            )
         finally:
             self._close_hook()
 

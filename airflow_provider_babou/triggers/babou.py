@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import math
 import time
@@ -27,7 +28,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_babou import exceptions as babou_exceptions
 from airflow_provider_babou import polling
-from airflow_provider_babou._compat import runs_in_line
 from airflow_provider_babou.exceptions import (
     BabouError,
     BabouEventError,
@@ -99,6 +99,7 @@ class BabouPollTrigger(BaseTrigger):
         max_poll_interval: float = 30.0,
         max_consecutive_failures: int = DEFAULT_MAX_FAILURES,
         not_before: float | None = None,
+        target: str | None = None,
         **ids: str,
     ) -> None:
         super().__init__()
@@ -111,8 +112,37 @@ class BabouPollTrigger(BaseTrigger):
         self.max_poll_interval = float(max_poll_interval)
         self.max_consecutive_failures = polling.check_max_failures(max_consecutive_failures)
         # The target checks the ids (no '..', control characters...) and keeps them, in order.
-        self.target = self.target_class(**ids)
+        # A new kind of target needs no trigger class: this one takes its import path.
+        self.target_path = target
+        self.target = (self.target_class if target is None else _target_class(target))(**ids)
         self.__dict__.update(self.target.ids())
+
+    @classmethod
+    def for_target(
+        cls,
+        target: polling.WaitTarget,
+        babou_conn_id: str,
+        *,
+        end_time: float,
+        policy: polling.PollPolicy,
+        max_failures: int = DEFAULT_MAX_FAILURES,
+        not_before: float | None = None,
+    ) -> BabouPollTrigger:
+        """The trigger that waits for ``target`` (the one way operators and sensors build one): its
+        own class for the three documented waits, else this class told the target's import path."""
+        known = TRIGGERS.get(type(target))
+        extra = {} if known else {"target": f"{type(target).__module__}.{type(target).__qualname__}"}
+        return (known or BabouPollTrigger)(
+            babou_conn_id=babou_conn_id,
+            **extra,
+            **target.ids(),
+            end_time=end_time,
+            poll_interval=policy.interval,
+            poll_backoff=policy.backoff,
+            max_poll_interval=policy.max_interval,
+            max_consecutive_failures=max_failures,
+            not_before=not_before,
+        )
 
     @classmethod
     def id_fields(cls) -> tuple[str, ...]:
@@ -138,6 +168,8 @@ class BabouPollTrigger(BaseTrigger):
         }
         if self.not_before is not None:
             kwargs["not_before"] = self.not_before
+        if self.target_path is not None:
+            kwargs["target"] = self.target_path
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def _make_hook(self) -> BabouHook:
@@ -236,6 +268,16 @@ class BabouPollTrigger(BaseTrigger):
         )
 
 
+def runs_in_line() -> bool:
+    """Whether this code runs inside ``dag.test()`` (3.1 to 3.3: the task and its trigger run in the
+    test's own process, talking to an in-process supervisor), rather than under a real executor."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:  # pragma: no cover
+        return False
+    return type(getattr(task_runner, "SUPERVISOR_COMMS", None)).__name__ == "InProcessSupervisorComms"
+
+
 def _unix_time(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise BabouInputError(f"{name} must be a finite UNIX time, got {value!r}")
@@ -282,6 +324,22 @@ class BabouAssetTrigger(BabouPollTrigger):
 
     def __init__(self, babou_conn_id: str, asset_id: str, end_time: float, **poll: Any) -> None:
         super().__init__(babou_conn_id, end_time, asset_id=asset_id, **poll)
+
+
+#: The trigger class of each documented kind of wait (their class paths are in users' databases).
+TRIGGERS: dict[type[polling.WaitTarget], type[BabouPollTrigger]] = {
+    t.target_class: t for t in (BabouPromptTrigger, BabouExportTrigger, BabouAssetTrigger)
+}
+
+
+def _target_class(path: str) -> type[polling.WaitTarget]:
+    module, _, name = path.rpartition(".")
+    found = None
+    if module == "airflow_provider_babou" or module.startswith("airflow_provider_babou."):  # ours only
+        found = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(found, type) and issubclass(found, polling.WaitTarget)):
+        raise BabouInputError(f"target must name a WaitTarget class of this provider, got {path!r}")
+    return found
 
 
 def describe_event(event: dict[str, Any]) -> str:

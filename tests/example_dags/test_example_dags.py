@@ -18,7 +18,7 @@ from typing import Any
 import av
 import pytest
 
-from airflow_provider_babou._compat import DEFERRED_TRY_XCOM_KEY, RESUME_SURVIVES_RETRY
+from airflow_provider_babou.deferral import DEFERRED_TRY_XCOM_KEY, RESUME_SURVIVES_RETRY
 from airflow_provider_babou.emulator import EmulatorControl
 from tests.conftest import REPO
 from tests.helpers import key_stats
@@ -119,7 +119,7 @@ def test_video_pipeline_downloads_one_playable_mp4(
     assert _created(emulator) == {**once, "assets_uploaded": 0}
     # Each fact is pushed once, by the task that made it; no bookkeeping in the XCom tab. The
     # link keys are where Airflow keeps each task's extra link ("Babou project", "Babou video").
-    # Airflow before 3.3 needs the deferring try recorded (see _compat.RetryAwareResumeMixin).
+    # Airflow before 3.3 needs the deferring try recorded (see deferral.RetryAwareResumeMixin).
     links = {"babou_project_url"}
     deferred = {DEFERRED_TRY_XCOM_KEY} if RESUME_SURVIVES_RETRY else set()
     keys = _xcom_keys(dag_run)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_babou import _compat
-from airflow_provider_babou._compat import DEFERRED_TRY_XCOM_KEY, HAS_RESUMABLE_JOB_MIXIN
+from airflow_provider_babou import deferral as deferral_module
+from airflow_provider_babou._compat import HAS_RESUMABLE_JOB_MIXIN
+from airflow_provider_babou.deferral import DEFERRED_TRY_XCOM_KEY
 from airflow_provider_babou.exceptions import (
     BabouError,
     BabouInputError,
@@ -81,14 +82,14 @@ class TestStartExport:
         op = BabouStartExportOperator(task_id="e", project_id=project_id, deferrable=True, **FAST)
         first_try = FakeTI(try_number=1)
         deferred(op, make_context(first_try))
-        assert (DEFERRED_TRY_XCOM_KEY in first_try.xcoms) is _compat.RESUME_SURVIVES_RETRY
+        assert (DEFERRED_TRY_XCOM_KEY in first_try.xcoms) is deferral_module.RESUME_SURVIVES_RETRY
 
     def test_retry_never_resumes_an_earlier_trys_event(
         self, env: Env, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # Airflow 3.1 keeps next_method/next_kwargs across a retry: try 2 is "resumed" with
         # try 1's failed event. It must start over (and reuse the export), not re-raise it.
-        monkeypatch.setattr(_compat, "RESUME_SURVIVES_RETRY", True)  # 3.1's behaviour, on any Airflow
+        monkeypatch.setattr(deferral_module, "RESUME_SURVIVES_RETRY", True)  # 3.1's behaviour, on any Airflow
         project_id, _ = env.project_with_prompt()
         op = BabouStartExportOperator(task_id="e", project_id=project_id, deferrable=True, **FAST)
         first_try = FakeTI(try_number=1)

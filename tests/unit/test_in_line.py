@@ -8,8 +8,7 @@ import time
 import pytest
 from airflow.sdk.execution_time import supervisor, task_runner
 
-from airflow_provider_babou._compat import runs_in_line
-from airflow_provider_babou.triggers.babou import BabouExportTrigger
+from airflow_provider_babou.triggers.babou import BabouExportTrigger, runs_in_line
 
 
 @pytest.fixture
