@@ -25,7 +25,6 @@ from airflow_provider_babou.exceptions import (
     BabouTransportError,
     BabouWaitTimeoutError,
 )
-from airflow_provider_babou.hooks._retry import backoff
 from airflow_provider_babou.models import Asset, BabouModel, Chapter, Export, ExportStatus
 from airflow_provider_babou.validation import check_id
 
@@ -244,10 +243,9 @@ class WaitClock:
         self.failures += 1
         if self.failures > self.max_failures:
             raise error
-        # The hook's backoff (Retry-After first), never sooner than the next poll would have come.
+        # A wait's retry is its next poll, on the wait's own cadence; a Retry-After pushes it back.
         retry_after = getattr(error, "retry_after", None)
-        delay = backoff(self.failures, retry_after, self.policy.max_interval)
-        return self._cut(max(delay, retry_after or 0.0, self.policy.interval))
+        return self._cut(max(next(self._delays), retry_after or 0.0))
 
     def _cut(self, delay: float) -> float:
         return max(0.0, min(delay, self.remaining()))

@@ -1,6 +1,7 @@
 """The retry policy: which failures are retried (:func:`is_retryable`; what is transient is
-``BabouError.transient``), how long to pause (:func:`backoff`, for requests, downloads and waits),
-and one deadline for a whole call.
+``BabouError.transient``), how long to pause (:func:`backoff`, for requests and resumed downloads),
+and one deadline for a whole call. (A wait retries a failed poll with its next poll:
+:meth:`~airflow_provider_babou.polling.WaitClock.failed`.)
 
 A call may retry at several levels (a reconciled POST re-sends, and each of its requests retries
 too). They share one *retry window*: ``retry_deadline`` seconds from the start of the outermost
@@ -48,8 +49,8 @@ def is_retryable(method: str, error: BaseException, *, restartable: bool = True)
 
 
 def backoff(attempt: int, retry_after: float | None, cap: float) -> float:
-    """Seconds before try ``attempt + 1`` after a transient failure (requests, resumed downloads and
-    failed polls alike): the server's ``Retry-After`` when it gave one, else exponential from 0.5 s
+    """Seconds before try ``attempt + 1`` after a transient failure (requests and resumed downloads
+    alike): the server's ``Retry-After`` when it gave one, else exponential from 0.5 s
     with jitter; at most ``cap`` either way."""
     if retry_after is not None:
         return min(float(retry_after), cap)

@@ -110,7 +110,6 @@ def test_poke_tolerates_a_few_transient_errors(
     sensor._close_hook()
 
     emulator.reset()  # drops the remaining scripted faults
-    emulator.configure(asset_seconds=30)  # still processing after the failed poll's backoff
     asset_id = babou.asset()
     emulator.inject_fault("500", method="GET", path="/assets/", count=1)
     sensor = BabouAssetSensor(task_id="s", asset_id=asset_id, max_consecutive_failures=1, poll_interval=0.05)
