@@ -263,3 +263,9 @@ def parse_page(model: type[M], response: httpx.Response, key: str, secret: str |
         raise _bad_body(
             response, f"unexpected {model.__name__} in the list: {exc.errors()[0]['msg']}"
         ) from None
+
+
+def asset_filters(content_type: str | None, state: str | None) -> dict[str, str]:
+    """The List Assets query filters that were given (``contentType`` is camelCase in the docs)."""
+    filters = {"contentType": content_type, "state": getattr(state, "value", state)}
+    return {k: v for k, v in filters.items() if v is not None}

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import tenacity
@@ -35,6 +35,7 @@ from airflow_provider_babou.exceptions import (
 )
 from airflow_provider_babou.hooks import _async, _budget, _config, _deadline, _download
 from airflow_provider_babou.hooks._http import (
+    asset_filters,
     client_kwargs,
     error_for_response,
     parse_model,
@@ -547,24 +548,20 @@ class BabouHook(RetryTiming, BaseHook):
         timeout: float = 900,
     ) -> Chapter:
         """Poll the chapter until the prompt completes; return the chapter."""
-        chapter: Chapter = self.wait(
-            PromptTarget(project_id, chapter_id, prompt_id), poll=poll, timeout=timeout
-        )
-        return chapter
+        target = PromptTarget(project_id, chapter_id, prompt_id)
+        return cast(Chapter, self.wait(target, poll=poll, timeout=timeout))
 
     def wait_for_export(
         self, project_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 1800
     ) -> Export:
         """Poll the export status until it completes; return it (with ``download_url``)."""
-        export: Export = self.wait(ExportTarget(project_id), poll=poll, timeout=timeout)
-        return export
+        return cast(Export, self.wait(ExportTarget(project_id), poll=poll, timeout=timeout))
 
     def wait_for_asset(
         self, asset_id: str, *, poll: PollPolicy = _DEFAULT_POLL, timeout: float = 600
     ) -> Asset:
         """Poll the asset until it is ready; return it."""
-        asset: Asset = self.wait(AssetTarget(asset_id), poll=poll, timeout=timeout)
-        return asset
+        return cast(Asset, self.wait(AssetTarget(asset_id), poll=poll, timeout=timeout))
 
     async def aobserve(
         self, target: WaitTarget, *, due: float, timeout: float, limit: float | None = None
@@ -595,12 +592,6 @@ class BabouHook(RetryTiming, BaseHook):
 
 def _error(state: tenacity.RetryCallState) -> BaseException | None:
     return state.outcome.exception() if state.outcome is not None else None
-
-
-def asset_filters(content_type: str | None, state: str | None) -> dict[str, str]:
-    """The List Assets query filters that were given (``contentType`` is camelCase in the docs)."""
-    filters = {"contentType": content_type, "state": getattr(state, "value", state)}
-    return {k: v for k, v in filters.items() if v is not None}
 
 
 __all__ = ["BabouHook"]

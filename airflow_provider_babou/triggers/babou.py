@@ -85,6 +85,8 @@ class BabouPollTrigger(BaseTrigger):
         known sooner is held until then, so the scheduler has taken the executor's report of the
         worker that deferred before the task is queued again (see :data:`DEFAULT_MIN_DEFERRAL`).
         ``None`` (and triggers serialised without it) holds nothing.
+    :param target: import path of a ``WaitTarget`` class of this provider, for a wait with no
+        trigger class of its own (set by :meth:`for_target`); ``None`` for the three triggers.
     """
 
     target_class: ClassVar[type[polling.WaitTarget]]
