@@ -104,6 +104,12 @@ def s3_server() -> Iterator[MotoServer]:
 @pytest.fixture
 def s3_bucket(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """A new empty bucket on the S3 server, reached through the ``aws`` connection ``babou_s3``."""
+    from airflow.sdk.io import store
+
+    # Airflow caches one file system per connection id (``aws_default`` included, which an s3://
+    # path without a connection now uses): a store cached by an earlier test, or by a deployment
+    # test whose moto server has stopped, must not answer for this one.
+    monkeypatch.setattr(store, "_STORE_CACHE", {})
     monkeypatch.setenv("AIRFLOW_CONN_BABOU_S3", json.dumps(s3_server.connection()))
     name = f"videos-{secrets.token_hex(4)}"
     s3_server.client().create_bucket(Bucket=name)

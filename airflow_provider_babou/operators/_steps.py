@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
@@ -194,11 +195,12 @@ def as_location(value: Any, conn_id: str | None = None) -> Any:
         (``s3://conn_id@bucket/key``) or the scheme's default connection (``aws_default``).
     """
     if isinstance(value, str) and "://" in value:
+        url = urlsplit(value)
+        if not conn_id and "@" not in url.netloc:  # no connection named: the scheme's default one
+            conn_id = DEFAULT_CONN_IDS.get(url.scheme)
         # Airflow 3.1 takes an explicit conn_id=None over the URL's own: pass it only when set.
         value = ObjectStoragePath(value, conn_id=conn_id) if conn_id else ObjectStoragePath(value)
-    if isinstance(value, ObjectStoragePath) and not value.conn_id and value.protocol in DEFAULT_CONN_IDS:
-        value = ObjectStoragePath(str(value), conn_id=DEFAULT_CONN_IDS[value.protocol])
-    return value
+    return value  # a ready-made ObjectStoragePath is the user's, storage options and all
 
 
 def checked_destination(destination: Any, *, overwrite: bool, conn_id: str | None = None) -> Any:
