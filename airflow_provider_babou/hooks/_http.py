@@ -1,6 +1,7 @@
 """Plain functions shared by the sync hook and the async read path: client settings, answers
-into models, failures into typed errors, and the two judgements retries and reconciliation rest on
-(:func:`was_not_sent`, :func:`is_ambiguous`). Nothing here sends a request.
+into models (every string scrubbed of the key), failures into typed errors, and whether a failure
+surely was not sent (:func:`was_not_sent`; the retry rules built on it are in ``_retry``).
+Nothing here sends a request.
 """
 
 from __future__ import annotations
