@@ -179,3 +179,10 @@ class BabouWaitTimeoutError(BabouError):
 
 class BabouEventError(BabouError):
     """A task resumed with a missing or malformed trigger event (not something Babou said)."""
+
+
+class BabouCampaignError(BabouError):
+    """Rows of a campaign failed (more than its ``max_failed_rows``); the message names them and why.
+
+    A retry redoes only the rows that are not done (see :class:`BabouCampaignOperator`).
+    """

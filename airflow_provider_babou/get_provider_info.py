@@ -36,7 +36,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Babou", "python-modules": ["airflow_provider_babou.sensors.babou"]}
         ],
         "triggers": [
-            {"integration-name": "Babou", "python-modules": ["airflow_provider_babou.triggers.babou"]}
+            {
+                "integration-name": "Babou",
+                "python-modules": [
+                    "airflow_provider_babou.triggers.babou",
+                    "airflow_provider_babou.triggers.campaign",
+                ],
+            }
         ],
         "extra-links": [
             "airflow_provider_babou.links.BabouVideoLink",

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: The terminal status words, shared by every status enum.
 _SUCCESS_VALUES = frozenset({"completed", "ready"})
@@ -250,6 +250,25 @@ class Asset(BabouModel):
     width: int | None = None
     height: int | None = None
     created_at: datetime | None = None
+
+
+class ChapterList(BabouModel):
+    """A project's chapters as List Chapters answers them, each with ``status`` and ``prompt_count``.
+
+    Parsed as tolerantly as any list: ``{"chapters": [...]}``, ``{"data": [...]}`` or a bare array.
+    """
+
+    chapters: list[Chapter]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _any_list_shape(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"chapters": data}
+        if isinstance(data, dict) and not isinstance(data.get("chapters"), list):
+            found = next((data[k] for k in ("data", "items") if isinstance(data.get(k), list)), None)
+            return data if found is None else {"chapters": found}
+        return data
 
 
 def aware(value: datetime | None, default: datetime) -> datetime:

@@ -25,7 +25,15 @@ from airflow_provider_babou.exceptions import (
     BabouTransportError,
     BabouWaitTimeoutError,
 )
-from airflow_provider_babou.models import Asset, BabouModel, Chapter, Export, ExportStatus
+from airflow_provider_babou.models import (
+    Asset,
+    BabouModel,
+    Chapter,
+    ChapterList,
+    ChapterStatus,
+    Export,
+    ExportStatus,
+)
 from airflow_provider_babou.validation import check_id
 
 log = logging.getLogger(__name__)
@@ -110,6 +118,23 @@ def prompt_state(chapter: Chapter, prompt_id: str) -> WaitState:
     return WaitState(status.is_terminal, status.is_success, status.value, prompt.result, payload)
 
 
+def chapters_state(chapters: ChapterList) -> WaitState:
+    """Judge every prompt of a project at once from its chapter list: done when no chapter is
+    processing, failed when one is in ``error`` or has no prompt; payload: each chapter's status."""
+    states = [{"id": c.id, "name": c.name, "status": c.status and c.status.value} for c in chapters.chapters]
+    payload: dict[str, Any] = {"chapters": states}
+    if not chapters.chapters:
+        return WaitState(True, False, "missing", "the project has no chapters", payload)
+    # A status never seen (or none at all) is not terminal: keep polling rather than guess.
+    if any(c.status in (ChapterStatus.PROCESSING, ChapterStatus.UNKNOWN, None) for c in chapters.chapters):
+        return WaitState(False, False, "processing", None, payload)
+    failed = [c.name for c in chapters.chapters if c.status is ChapterStatus.ERROR or c.prompt_count == 0]
+    if failed:
+        message = f"chapters {failed} have no completed latest prompt (status error, or no prompt)"
+        return WaitState(True, False, "error", message, payload)
+    return WaitState(True, True, "ready", None, payload)
+
+
 def export_state(export: Export) -> WaitState:
     """Judge a project's export from Get Export Status."""
     return _by_status(export.status, export.error, export)
@@ -179,6 +204,20 @@ class ExportTarget(WaitTarget):
 
     def judge(self, obj: Any) -> WaitState:
         return export_state(obj)
+
+
+@dataclass(frozen=True)
+class ChaptersTarget(WaitTarget):
+    """Every prompt of a project, followed through its chapter list: one GET for all its chapters
+    (a campaign's row waits on its prompts with half the requests of one wait per chapter)."""
+
+    project_id: str
+    model: ClassVar[type[BabouModel]] = ChapterList
+    path_template: ClassVar[str] = endpoints.CHAPTERS
+    describe_template: ClassVar[str] = "prompts of project {project_id}"
+
+    def judge(self, obj: Any) -> WaitState:
+        return chapters_state(obj)
 
 
 @dataclass(frozen=True)

@@ -122,12 +122,14 @@ def download(
     overwrite: bool,
     min_speed: float = MIN_SPEED,
     speed_window: float = SPEED_WINDOW,
+    export: Export | None = None,
 ) -> DownloadResult:
-    """Download project ``pid``'s completed export to ``destination`` (checked before any request)."""
+    """Download project ``pid``'s completed export to ``destination`` (checked before any request);
+    ``export``: its status when the caller just read it (else one GET)."""
     min_speed, speed_window = _bound("min_speed", min_speed), _bound("speed_window", speed_window)
     # Parents created: a deferred task may resume on a worker other than the one that checked.
     local, remote = check_destination(destination, overwrite=overwrite, create_parents=True)
-    export = hook.get_export(pid)
+    export = hook.get_export(pid) if export is None else export
     if export.status is not ExportStatus.COMPLETED:
         raise BabouInputError(
             f"the export of project {pid} is {export.status.value}, not completed: nothing to download",

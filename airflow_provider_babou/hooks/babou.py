@@ -440,10 +440,14 @@ class BabouHook(RetryTiming, BaseHook):
             return None
 
     @in_one_retry_window
-    def start_export(self, project_id: str) -> ExportReceipt:
-        """Start rendering; after a lost answer, reconcile as ``docs/design.md`` says (never a duplicate)."""
+    def start_export(self, project_id: str, *, first: bool = False) -> ExportReceipt:
+        """Start rendering; after a lost answer, reconcile as ``docs/design.md`` says (never a duplicate).
+
+        :param first: the caller knows the project was never exported (it made the project and
+            never asked for an export): the status before the POST is not read.
+        """
         pid, note = check_id("project", project_id), "recovered after an ambiguous failure"
-        before = self.find_export(pid)
+        before = None if first else self.find_export(pid)
 
         def recover() -> ExportReceipt | None:
             now = self.find_export(pid)
@@ -505,12 +509,13 @@ class BabouHook(RetryTiming, BaseHook):
         overwrite: bool = False,
         min_speed: float = _download.MIN_SPEED,
         speed_window: float = _download.SPEED_WINDOW,
+        export: Export | None = None,
     ) -> DownloadResult:
         """Download the export's MP4 (:func:`._download.download`): destination checked first (missing
         parent folders created), streamed, resumed only into the same file, at least ``min_speed``
-        bytes/s over each ``speed_window`` s."""
+        bytes/s over each ``speed_window`` s. ``export``: its completed status, when just read (no GET)."""
         pid, bounds = check_id("project", project_id), {"min_speed": min_speed, "speed_window": speed_window}
-        return _download.download(self, pid, destination, overwrite=overwrite, **bounds)
+        return _download.download(self, pid, destination, overwrite=overwrite, export=export, **bounds)
 
     # ------------------------------------------------------------------ waits
 

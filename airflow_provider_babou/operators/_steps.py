@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections.abc import Collection
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from airflow_provider_babou.deferral import try_number
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
@@ -27,7 +31,7 @@ from airflow_provider_babou.exceptions import (
     BabouOutcomeUnknownError,
 )
 from airflow_provider_babou.links import BabouVideoLink
-from airflow_provider_babou.models import Chapter, Project, PromptStatus
+from airflow_provider_babou.models import Chapter, Project, PromptStatus, aware
 from airflow_provider_babou.storage import S3_SCHEMES, check_destination
 from airflow_provider_babou.validation import DESCRIPTION_MAX
 
@@ -41,17 +45,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def run_marker(context: Context) -> str:
+def run_marker(context: Context, *, row: str | None = None) -> str:
     """Return the marker naming this task instance's run, e.g. ``[airflow:ab12cd34ef56]``.
 
     Derived from dag id, task id, run id and map index: every try of a task instance (retries and
-    clears) gets the same marker, and different runs never share one.
+    clears) gets the same marker, and different runs never share one. A campaign's ``row`` key
+    replaces the map index: a row keeps its marker whichever chunk of the campaign holds it.
     """
     ti = context["ti"]
     map_index = getattr(ti, "map_index", -1)
-    raw = "\x1f".join(
-        (str(ti.dag_id), str(ti.task_id), str(ti.run_id), str(-1 if map_index is None else map_index))
-    )
+    last = ("row", row) if row is not None else (str(-1 if map_index is None else map_index),)
+    raw = "\x1f".join((str(ti.dag_id), str(ti.task_id), str(ti.run_id), *last))
     return f"[airflow:{hashlib.sha256(raw.encode()).hexdigest()[:12]}]"
 
 
@@ -80,20 +84,81 @@ def carries_marker(project: Project, marker: str, *, name: str | None = None) ->
     return ends and (name is None or project.name == name)
 
 
-def find_run_project(hook: BabouHook, marker: str, *, name: str | None = None) -> Project | None:
-    """The project this run's ``marker`` names (see :func:`carries_marker`), searching every page."""
-    return next((p for p in hook.iter_projects() if carries_marker(p, marker, name=name)), None)
+#: Seconds of clock difference allowed between this machine and Babou when comparing ``created_at``.
+CLOCK_SKEW = 600.0
+
+
+def run_since(context: Context) -> float:
+    """The dag run's ``run_after`` as UNIX time (0 when unknown): no try of the run came before it,
+    and a clear keeps it, so what the run made in Babou is no older."""
+    run_after = getattr(context.get("dag_run"), "run_after", None)
+    return run_after.timestamp() if isinstance(run_after, datetime) else 0.0
+
+
+def reconcile_since(context: Context) -> float | None:
+    """When an earlier try of this task instance may have made objects in Babou (UNIX time).
+
+    ``None`` on the first try: nothing can exist yet, so nothing is searched. A retry or a clear
+    searches back to :func:`run_since`, so its cost depends on what was made since, never on the
+    account's history.
+    """
+    return None if try_number(context) <= 1 else run_since(context)
+
+
+def marked_projects(
+    hook: BabouHook, markers: Collection[str], *, since: float, name: str | None = None
+) -> dict[str, Project]:
+    """The projects carrying any of ``markers`` (see :func:`carries_marker`), by marker, from one scan.
+
+    The scan reads projects newest first (as Babou lists them) and stops at the first one created
+    more than :data:`CLOCK_SKEW` before ``since``, so it costs what was made since, whatever the
+    account holds; a listing that turns out not to be newest first is read to its end.
+    """
+    wanted, found = set(markers), {}
+    floor = datetime.fromtimestamp(since - CLOCK_SKEW, timezone.utc) if since > 0 else None
+    previous: datetime | None = None
+    for project in hook.iter_projects():
+        token = (project.description or "").rpartition(" ")[2]
+        if token in wanted and token not in found and carries_marker(project, token, name=name):
+            found[token] = project
+            if len(found) == len(wanted):
+                break
+        if floor is None or project.created_at is None:
+            continue
+        created = aware(project.created_at, datetime.max)
+        if previous is not None and created > previous:
+            log.warning("Babou lists projects oldest first here: searching every page for the run marker")
+            floor = None
+        elif created < floor:
+            break
+        previous = created
+    return found
+
+
+def find_run_project(
+    hook: BabouHook, marker: str, *, name: str | None = None, since: float = 0.0
+) -> Project | None:
+    """The project this run's ``marker`` names, made at or after ``since`` (UNIX time; 0: any time)."""
+    return marked_projects(hook, [marker], since=since, name=name).get(marker)
 
 
 def _create_or_find(
-    hook: BabouHook, create: Callable[[], Any], find: Callable[[], Any] | None, what: str
+    hook: BabouHook,
+    create: Callable[[], Any],
+    find: Callable[[], Any] | None,
+    what: str,
+    *,
+    look_first: bool = True,
 ) -> tuple[Any, bool]:
     """Return ``(found, True)`` or ``(created, False)``; an ambiguous create is checked, then re-sent,
-    within one ``retry_deadline`` for the whole step (its requests' own retries included)."""
+    within one ``retry_deadline`` for the whole step (its requests' own retries included).
+
+    :param look_first: look before the first create too (a retry); else only after a lost answer.
+    """
     error: BabouOutcomeUnknownError | None = None
     with hook.retry_window():  # one retry deadline for the loop and every request in it
         for _ in hook.attempts():
-            found = find() if find is not None else None
+            found = find() if find is not None and (look_first or error is not None) else None
             if found is not None:
                 return found, error is None  # found after our own lost answer: we created it
             try:
@@ -110,13 +175,26 @@ def _create_or_find(
 
 
 def ensure_project(
-    hook: BabouHook, *, name: str, description: str | None, settings: Any, reuse: str, marker: str | None
+    hook: BabouHook,
+    *,
+    name: str,
+    description: str | None,
+    settings: Any,
+    reuse: str,
+    marker: str | None,
+    since: float | None = 0.0,
 ) -> tuple[Project, bool]:
-    """Return the project to use and whether it already existed (``description`` carries ``marker``)."""
+    """Return the project to use and whether it already existed (``description`` carries ``marker``).
+
+    :param since: with ``reuse="run"``, when an earlier try may have made the project
+        (:func:`reconcile_since`); ``None``: nothing to reconcile, so no search unless an answer is lost.
+    """
     find: Callable[[], Project | None] | None = None
+    look_first = True
     if reuse == "run" and marker:
-        marked = marker
-        find = lambda: find_run_project(hook, marked, name=name)  # noqa: E731
+        marked, start = marker, time.time()
+        look_first = since is not None
+        find = lambda: find_run_project(hook, marked, name=name, since=start if since is None else since)  # noqa: E731
     elif reuse == "name":
         find = lambda: next(iter(hook.find_projects(name=name)), None)  # noqa: E731
     return _create_or_find(
@@ -124,36 +202,52 @@ def ensure_project(
         lambda: hook.create_project(name=name, description=description, settings=settings),
         find,
         f"project {name!r}",
+        look_first=look_first,
     )
 
 
 def ensure_chapter(
-    hook: BabouHook, project_id: str, *, name: str, duration: int | None, reuse: str = "name"
+    hook: BabouHook,
+    project_id: str,
+    *,
+    name: str,
+    duration: int | None,
+    reuse: str = "name",
+    new_project: bool = False,
 ) -> tuple[Chapter, bool]:
-    """Return the project's chapter named ``name`` (``reuse="name"``), else create it."""
+    """Return the project's chapter named ``name`` (``reuse="name"``), else create it.
+
+    :param new_project: the project was just made by this try: nothing to find unless an answer is lost.
+    """
     find = None
     if reuse == "name":
         find = lambda: next((c for c in hook.list_chapters(project_id) if c.name == name), None)  # noqa: E731
     return _create_or_find(
-        hook, lambda: hook.create_chapter(project_id, name=name, duration=duration), find, f"chapter {name!r}"
+        hook,
+        lambda: hook.create_chapter(project_id, name=name, duration=duration),
+        find,
+        f"chapter {name!r}",
+        look_first=not new_project,
     )
 
 
 def submit_or_attach(
-    hook: BabouHook, project_id: str, chapter_id: str, content: str, *, force: bool
+    hook: BabouHook, project_id: str, chapter_id: str, content: str, *, force: bool, new_chapter: bool = False
 ) -> tuple[str, PromptStatus, bool]:
     """Attach to the chapter's latest prompt if it has this content, or submit; return
     ``(prompt_id, status, reused)``.
 
     Only the latest prompt is what an export renders, so only it is reused, and only while
     processing or completed (a retry never submits twice). An older prompt with this content, or a
-    failed one, is submitted anew (a 409 if another prompt is in flight).
+    failed one, is submitted anew (a 409 if another prompt is in flight). A chapter this try just
+    made has no prompt to attach to (``new_chapter``): submitted at once.
     """
-    chapter = hook.get_chapter(project_id, chapter_id)
-    latest = chapter.rendering_prompt(content)
-    status = chapter.prompt_status(latest.id) if latest is not None else PromptStatus.UNKNOWN
-    if latest is not None and status in (PromptStatus.PROCESSING, PromptStatus.COMPLETED):
-        return latest.id, status, True
+    if not new_chapter:
+        chapter = hook.get_chapter(project_id, chapter_id)
+        latest = chapter.rendering_prompt(content)
+        status = chapter.prompt_status(latest.id) if latest is not None else PromptStatus.UNKNOWN
+        if latest is not None and status in (PromptStatus.PROCESSING, PromptStatus.COMPLETED):
+            return latest.id, status, True
     try:
         receipt = hook.submit_prompt(project_id, chapter_id, content=content, force=force)
     except BabouConflictError as err:
@@ -165,11 +259,20 @@ def submit_or_attach(
     return receipt.prompt_id, receipt.status, False
 
 
-def start_or_attach_export(hook: BabouHook, project_id: str, *, reuse_completed: bool) -> str:
+def start_or_attach_export(
+    hook: BabouHook, project_id: str, *, reuse_completed: bool, first: bool = False
+) -> str:
     """Make sure an export is in flight or done; say which: ``attached``, ``reused`` or ``started``.
 
     :param reuse_completed: take a completed export as this task's (a retry that changed nothing).
+    :param first: the caller knows no export was ever asked for (see :meth:`BabouHook.start_export`).
     """
+    if first:
+        try:
+            hook.start_export(project_id, first=True)
+        except BabouConflictError:
+            return "attached"
+        return "started"
     if hook.get_project(project_id).active_export_id:
         return "attached"
     if reuse_completed:

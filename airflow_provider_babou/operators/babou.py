@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow_provider_babou.operators.asset import BabouUploadAssetOperator
+from airflow_provider_babou.operators.campaign import BabouCampaignOperator, campaign_chunks
 from airflow_provider_babou.operators.chapter import BabouCreateChapterOperator
 from airflow_provider_babou.operators.download import BabouDownloadExportOperator
 from airflow_provider_babou.operators.export import BabouStartExportOperator
@@ -11,6 +12,7 @@ from airflow_provider_babou.operators.prompt import BabouSubmitPromptOperator
 from airflow_provider_babou.operators.video import BabouGenerateVideoOperator
 
 __all__ = [
+    "BabouCampaignOperator",
     "BabouCreateChapterOperator",
     "BabouCreateProjectOperator",
     "BabouDownloadExportOperator",
@@ -18,4 +20,5 @@ __all__ = [
     "BabouStartExportOperator",
     "BabouSubmitPromptOperator",
     "BabouUploadAssetOperator",
+    "campaign_chunks",
 ]

@@ -9,7 +9,12 @@ from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.lineage import BabouLineage
 from airflow_provider_babou.links import BabouProjectLink
 from airflow_provider_babou.operators._common import BabouBaseOperator
-from airflow_provider_babou.operators._steps import description_with_marker, ensure_project, run_marker
+from airflow_provider_babou.operators._steps import (
+    description_with_marker,
+    ensure_project,
+    reconcile_since,
+    run_marker,
+)
 from airflow_provider_babou.validation import check_description, check_name, check_settings
 
 if TYPE_CHECKING:
@@ -74,7 +79,13 @@ class BabouCreateProjectOperator(BabouBaseOperator):
             description = description_with_marker(description, marker)
         with self.session() as hook:
             project, reused = ensure_project(
-                hook, name=name, description=description, settings=settings, reuse=self.reuse, marker=marker
+                hook,
+                name=name,
+                description=description,
+                settings=settings,
+                reuse=self.reuse,
+                marker=marker,
+                since=reconcile_since(context),
             )
             self.log.info("%s Babou project %s (%s)", "Reusing" if reused else "Created", project.id, name)
             self.push(context, project_id=project.id)

@@ -23,7 +23,9 @@ from airflow_provider_babou.operators._steps import (
     ensure_chapter,
     ensure_project,
     find_run_project,
+    reconcile_since,
     run_marker,
+    run_since,
     start_or_attach_export,
     submit_or_attach,
 )
@@ -199,7 +201,13 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
         with self.session() as hook:
             try:
                 project, reused = ensure_project(
-                    hook, name=name, description=description, settings=None, reuse="run", marker=marker
+                    hook,
+                    name=name,
+                    description=description,
+                    settings=None,
+                    reuse="run",
+                    marker=marker,
+                    since=reconcile_since(context),
                 )
                 progress.project_id = project.id
                 self.log.info("%s project %s", "Reusing" if reused else "Created", project.id)
@@ -207,9 +215,11 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
                 self.persist_project_link(context, hook, project.id)
                 BabouVideoLink.persist(context, None)  # set once the video is downloaded
                 for spec in specs:
-                    chapter, _ = ensure_chapter(hook, project.id, name=spec.name, duration=spec.duration)
+                    chapter, found = ensure_chapter(
+                        hook, project.id, name=spec.name, duration=spec.duration, new_project=not reused
+                    )
                     prompt_id, _, attached = submit_or_attach(
-                        hook, project.id, chapter.id, spec.prompt, force=False
+                        hook, project.id, chapter.id, spec.prompt, force=False, new_chapter=not found
                     )
                     progress.chapters.append(
                         ChapterProgress(name=spec.name, chapter_id=chapter.id, prompt_id=prompt_id)
@@ -272,7 +282,8 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
     def _rebuild(self, context: Context, hook: BabouHook) -> VideoProgress:
         """Find this task instance's project, chapters and prompts again (GETs only)."""
         marker = run_marker(context)
-        project = find_run_project(hook, marker, name=check_name("project", self.project_name))
+        name = check_name("project", self.project_name)
+        project = find_run_project(hook, marker, name=name, since=run_since(context))
         if project is None:
             raise BabouError(
                 f"cannot resume: no project carries this task's marker {marker}", hint="clear the task"
