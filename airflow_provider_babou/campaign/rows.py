@@ -227,7 +227,10 @@ def plan_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str], template: Tem
                 destination=fill(template.destination, row, path=True),
             )
         except (ValueError, BabouInputError) as exc:  # BabouInputError is a ValueError too
-            problems.append(f"row {index} ({key!r}): {getattr(exc, 'message', exc)}")
+            hint = getattr(exc, "hint", None)
+            problems.append(
+                f"row {index} ({key!r}): {getattr(exc, 'message', exc)}{f' ({hint})' if hint else ''}"
+            )
             continue
         if plan.destination in destinations:
             problems.append(

@@ -48,6 +48,10 @@ class EmulatorControl:
         """Make ``api_key``'s next ``count`` prompts/exports/assets/uploads fail."""
         self._call("POST", "fail-next", api_key, json={"kind": kind, "count": count, "message": message})
 
+    def seed(self, api_key: str, projects: int, age_seconds: float = 86400.0) -> None:
+        """Give ``api_key`` ``projects`` empty projects made ``age_seconds`` ago."""
+        self._call("POST", "seed", api_key, json={"projects": projects, "age_seconds": age_seconds})
+
     def inject_fault(
         self,
         fault: str,

@@ -67,6 +67,15 @@ async def fail_next(request: Request, body: schemas.FailNext) -> JSONResponse:
     return JSONResponse({"key": mask_key(key), "kind": body.kind, "count": body.count})
 
 
+@router.post("/seed", responses=schemas.errors(401))
+async def seed(request: Request, body: schemas.Seed) -> JSONResponse:
+    """Give the calling key ``projects`` old empty projects (an account with a history)."""
+    state = emulator_state(request)
+    key = state.authenticate(request.headers.get("authorization"))
+    state.store.seed_projects(key, body.projects, body.age_seconds)
+    return JSONResponse({"key": mask_key(key), "projects": body.projects})
+
+
 @router.post("/faults")
 async def script_fault(request: Request, body: schemas.ScriptFault) -> JSONResponse:
     """Inject an exact fault into the next ``count`` matching requests (any key)."""

@@ -143,6 +143,15 @@ class FailNext(BaseModel):
     message: str | None = None
 
 
+class Seed(BaseModel):
+    """Body of ``POST /_emulator/seed``: ``projects`` empty projects made ``age_seconds`` ago."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    projects: int = Field(ge=0, le=1_000_000)
+    age_seconds: float = Field(86400.0, ge=0, le=10 * 365 * 86400)
+
+
 class ScriptFault(BaseModel):
     """Body of ``POST /_emulator/faults``."""
 

@@ -308,6 +308,14 @@ class Store:
             self._projects[project.id] = project
             return project.to_json(now)
 
+    def seed_projects(self, key: str, count: int, age_seconds: float) -> None:
+        """Give ``key`` ``count`` empty projects made ``age_seconds`` ago (an account's history)."""
+        with self.lock:
+            created = time.time() - age_seconds
+            for index in range(count):
+                project = Project(new_id("prj"), key, f"old {index}", None, None, created, self._next_seq())
+                self._projects[project.id] = project
+
     def list_projects(self, key: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         with self.lock:
             now = time.time()

@@ -259,9 +259,8 @@ class BabouCampaignOperator(BabouBaseOperator):
                     poll_interval=self.policy.interval,
                     poll_backoff=self.policy.backoff,
                     max_poll_interval=self.policy.max_interval,
-                    not_before=time.time() + self.min_deferral
-                    if self.deferrable and self.min_deferral
-                    else None,
+                    not_before=time.time() + self.min_deferral if self.deferrable else None,
+                    carry={"deadline": deadline, "started": started},
                 )
                 if self.deferrable:
                     self.record_deferring_try(context)

@@ -144,9 +144,8 @@ class BabouCampaignTrigger(BaseTrigger):
         await self._hold()
         running = len(self.targets) - len(outcomes)
         message = f"{len(outcomes)} of {len(self.targets)} campaign waits ended; {running} still running"
-        yield TriggerEvent(
-            {"status": "success", "message": message, "pending": running, "outcomes": outcomes}
-        )
+        event = {"status": "success", "message": message, "pending": running, "outcomes": outcomes}
+        yield TriggerEvent({**event, "carry": self.carry})
 
     def _clock(self) -> WaitClock:
         return WaitClock(self.end_time, self.policy, self.max_consecutive_failures)

@@ -319,7 +319,9 @@ def test_human_review_asks_each_round_and_reprompts_with_force(dagbag: Any) -> N
     )
 
 
-def test_campaign_makes_one_video_per_row_in_chunks(dagbag: Any, emulator: EmulatorControl, babou_env: Path) -> None:
+def test_campaign_makes_one_video_per_row_in_chunks(
+    dagbag: Any, emulator: EmulatorControl, babou_env: Path
+) -> None:
     dag = _load(dagbag, "babou_campaign")
 
     dag_run = _run(dag, conf={"output": str(babou_env)})
@@ -333,7 +335,11 @@ def test_campaign_makes_one_video_per_row_in_chunks(dagbag: Any, emulator: Emula
     for video in videos:
         _assert_playable(video)
     lines = [json.loads(line) for line in (folder / "manifest-00000.jsonl").read_text().splitlines()]
-    assert [(r["key"], r["stage"]) for r in lines] == [("c-1001", "done"), ("c-1002", "done"), ("c-1003", "done")]
+    assert [(r["key"], r["stage"]) for r in lines] == [
+        ("c-1001", "done"),
+        ("c-1002", "done"),
+        ("c-1003", "done"),
+    ]
     assert all(r["size"] > 0 and len(r["sha256"]) == 64 for r in lines)
     assert _created(emulator) == {
         "projects_created": 3,
@@ -344,4 +350,7 @@ def test_campaign_makes_one_video_per_row_in_chunks(dagbag: Any, emulator: Emula
     }
     ti = next(t for t in dag_run.get_task_instances() if t.task_id == "campaign")
     result = ti.xcom_pull(task_ids="campaign", map_indexes=0)
-    assert result == {"rows": 3, "done": 3, "failed": 0, "manifest": str(folder / "manifest-00000.jsonl")} or result["done"] == 3
+    assert (
+        result == {"rows": 3, "done": 3, "failed": 0, "manifest": str(folder / "manifest-00000.jsonl")}
+        or result["done"] == 3
+    )
