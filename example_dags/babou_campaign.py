@@ -23,7 +23,9 @@ from airflow.sdk import DAG, Asset, Param, task
 
 from airflow_provider_babou.operators.babou import BabouCampaignOperator, campaign_chunks
 
-RECIPIENTS_CSV = os.environ.get("BABOU_RECIPIENTS_CSV", str(Path(__file__).parent / "data" / "recipients.csv"))
+RECIPIENTS_CSV = os.environ.get(
+    "BABOU_RECIPIENTS_CSV", str(Path(__file__).parent / "data" / "recipients.csv")
+)
 OUTPUT_DIR = os.environ.get("BABOU_OUTPUT_DIR", "/tmp/babou-videos")
 CHUNK_SIZE = int(os.environ.get("BABOU_CHUNK_SIZE", "500"))
 CAMPAIGN_VIDEOS = Asset("babou://videos/campaign")
@@ -47,7 +49,9 @@ with DAG(
     @task
     def plan_chunks(params: dict[str, Any] | None = None) -> list[int]:
         """Read the rows once, check every key, and name the chunks (a list of a few numbers)."""
-        return campaign_chunks((params or {}).get("rows") or RECIPIENTS_CSV, key="customer_id", chunk_size=CHUNK_SIZE)
+        return campaign_chunks(
+            (params or {}).get("rows") or RECIPIENTS_CSV, key="customer_id", chunk_size=CHUNK_SIZE
+        )
 
     BabouCampaignOperator.partial(
         task_id="campaign",

@@ -76,7 +76,7 @@ def test_deferrable_default_follows_config(monkeypatch: pytest.MonkeyPatch) -> N
 def test_stable_import_path_names_every_operator() -> None:
     from airflow_provider_babou.operators import babou
 
-    assert sorted(babou.__all__) == sorted(
+    operators = [
         cls.__name__
         for cls in (
             BabouCampaignOperator,
@@ -88,6 +88,7 @@ def test_stable_import_path_names_every_operator() -> None:
             BabouSubmitPromptOperator,
             BabouUploadAssetOperator,
         )
-    ) + ["campaign_chunks"]
+    ]
+    assert sorted(babou.__all__) == sorted([*operators, "campaign_chunks"])
     for name in babou.__all__:
         assert name == "campaign_chunks" or issubclass(getattr(babou, name), _common.BabouBaseOperator)

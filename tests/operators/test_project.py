@@ -44,7 +44,8 @@ class TestCreateProject:
         first = op.execute(make_context(FakeTI(try_number=1), dag_run=run))
         assert route_count(env.emulator, "GET /api/v1/projects") == 0  # nothing can exist yet
         again = op.execute(make_context(FakeTI(try_number=2), dag_run=run))
-        assert again["project_id"] == first["project_id"] and again["reused"] is True
+        assert again["project_id"] == first["project_id"]
+        assert again["reused"] is True
         lost = BabouCreateProjectOperator(task_id="q", name="Never made")
         lost.execute(make_context(FakeTI(task_id="q", try_number=2), dag_run=run))
         # The retry found its project on the first page; a retry whose project was never made
