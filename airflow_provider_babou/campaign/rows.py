@@ -117,9 +117,10 @@ def fill(text: str, row: dict[str, Any], *, path: bool = False) -> str:
     return "".join(out)
 
 
-def load_rows(source: Any) -> list[dict[str, Any]]:
+def load_rows(source: Any, conn_id: str | None = None) -> list[dict[str, Any]]:
     """Read the rows: a list of dicts as is, else a ``.csv``, ``.jsonl``/``.ndjson`` or ``.json`` file
-    at a local path or an object-storage URL (``s3://...``) or :class:`ObjectStoragePath`."""
+    at a local path or an object-storage URL (``s3://...``, through ``conn_id``) or
+    :class:`ObjectStoragePath`."""
     if isinstance(source, list):
         rows = source
         where = "rows"
@@ -130,7 +131,7 @@ def load_rows(source: Any) -> list[dict[str, Any]]:
                 f"{type(source).__name__}"
             )
         where = str(source)
-        rows = _parse(where, _read(source))
+        rows = _parse(where, _read(source, conn_id))
     for index, row in enumerate(rows):
         if not isinstance(row, dict) or not all(isinstance(k, str) for k in row):
             raise BabouInputError(
@@ -139,10 +140,10 @@ def load_rows(source: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _read(source: Any) -> str:
+def _read(source: Any, conn_id: str | None) -> str:
     from airflow_provider_babou.operators._steps import as_location  # the one URL -> storage rule
 
-    location = as_location(str(source) if isinstance(source, str) else source)
+    location = as_location(source, conn_id)
     try:
         if hasattr(location, "read_text"):
             return str(location.read_text(encoding="utf-8"))

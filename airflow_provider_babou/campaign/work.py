@@ -97,8 +97,10 @@ class CampaignWork:
         self.log.info("Found %d of %d projects an earlier try may have made", len(by_marker), len(unsure))
         return {r.key: by_marker[r.marker] for r in unsure if r.marker in by_marker}
 
-    def _advance(self, rec: RowRecord, found: dict[str, Any], first_export: bool) -> None:
-        stage = rec.stage
+    def _advance(self, row: RowRecord, found: dict[str, Any], first_export: bool) -> None:
+        # On a copy, put back whole when the step ends: the manifest is written meanwhile from
+        # the pool's caller, and must never see a record half-changed by another thread.
+        rec, stage = row.model_copy(deep=True), row.stage
         try:
             if stage == "pending":
                 self._prompts(rec, self.plans[rec.key], found.get(rec.key))
@@ -113,6 +115,7 @@ class CampaignWork:
         except BabouError as err:
             rec.fail(_FAILS_AT[stage], str(err))
             self.log.warning("Row %r failed at %s: %s", rec.key, _FAILS_AT[stage], err)
+        self.manifest.rows[rec.key] = rec  # an existing key: the dict's size never changes
 
     def _prompts(self, rec: RowRecord, plan: RowPlan, found: Any) -> None:
         """Project, chapters and prompts of one row; a row made by this pass is never searched."""

@@ -31,12 +31,13 @@ if TYPE_CHECKING:
 NAMED_FAILURES = 20
 
 
-def campaign_chunks(rows: Any, *, key: str, chunk_size: int = 500) -> list[int]:
+def campaign_chunks(rows: Any, *, key: str, chunk_size: int = 500, conn_id: str | None = None) -> list[int]:
     """The chunk numbers of a campaign split into tasks of ``chunk_size`` rows: map
     :class:`BabouCampaignOperator`'s ``chunk`` over them (``.expand(chunk=...)``). Reads the rows
-    and checks every key first, so a bad key fails here, before any chunk starts."""
+    and checks every key first, so a bad key fails here, before any chunk starts; ``conn_id``: the
+    connection of an object-storage URL."""
     size = _chunk_size(chunk_size)
-    return list(range(chunk_count(len(keys_of(load_rows(rows), key)), size)))
+    return list(range(chunk_count(len(keys_of(load_rows(rows, conn_id), key)), size)))
 
 
 def _chunk_size(value: Any) -> int:
@@ -160,7 +161,7 @@ class BabouCampaignOperator(BabouBaseOperator):
         """Read and check every row, and the manifest of earlier tries (before any request)."""
         if not isinstance(self.key, str) or not self.key:
             raise BabouInputError(f"key must name a column, got {self.key!r}")
-        rows = load_rows(self.rows)
+        rows = load_rows(self.rows, self.dest_conn_id)
         keys = keys_of(rows, self.key)
         template = Template(self.project_name, self.description, self._chapter_list(), self.destination)
         plans = {

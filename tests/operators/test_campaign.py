@@ -221,3 +221,42 @@ def test_a_retry_searches_only_what_was_made_since_the_campaign_began(quick: Env
     # One scan for all four, newest first, stopped at the first project older than the campaign
     # (the fourth is not there): one page of 100, not the account's 30 pages.
     assert routes(quick).get("GET /api/v1/projects", 0) == 1
+
+
+def test_blocking_mode_runs_the_same_trigger_in_the_task(quick: Env, tmp_path: Path) -> None:
+    result = campaign(tmp_path, rows(3), deferrable=False).execute(make_context())
+    assert result["done"] == 3
+    assert quick.counts()["exports_started"] == 3
+
+
+def test_a_manifest_of_another_run_is_refused_before_any_request(quick: Env, tmp_path: Path) -> None:
+    run(campaign(tmp_path, rows(2)), make_context())
+    before = quick.counts()["requests"]
+    other_run = make_context(FakeTI(run_id="scheduled__2026-01-02T00:00:00+00:00"))
+    with pytest.raises(BabouInputError, match="another run or campaign"):
+        campaign(tmp_path, rows(2)).execute(other_run)
+    assert quick.counts()["requests"] == before
+
+
+def test_rows_and_videos_and_manifest_in_object_storage(
+    quick: Env, tmp_path: Path, s3_server: Any, s3_bucket: str
+) -> None:
+    s3 = s3_server.client()
+    body = "".join(json.dumps(r) + "\n" for r in rows(3))
+    s3.put_object(Bucket=s3_bucket, Key="in/rows.jsonl", Body=body.encode())
+    op = campaign(
+        tmp_path,
+        f"s3://{s3_bucket}/in/rows.jsonl",
+        destination=f"s3://{s3_bucket}/out/{{customer_id}}.mp4",
+        manifest=f"s3://{s3_bucket}/out/manifest.jsonl",
+        dest_conn_id="babou_s3",
+    )
+
+    result, _ = run(op, make_context())
+
+    assert result["done"] == 3
+    assert result["manifest"].endswith(f"{s3_bucket}/out/manifest.jsonl")
+    lines = s3.get_object(Bucket=s3_bucket, Key="out/manifest.jsonl")["Body"].read().decode().splitlines()
+    assert [json.loads(line)["stage"] for line in lines] == ["done"] * 3
+    video = s3.get_object(Bucket=s3_bucket, Key="out/c-0001.mp4")["Body"].read()
+    assert video[4:8] == b"ftyp"
