@@ -49,9 +49,9 @@ with DAG(
     @task
     def plan_chunks(params: dict[str, Any] | None = None) -> list[int]:
         """Read the rows once, check every key, and name the chunks (a list of a few numbers)."""
-        return campaign_chunks(
-            (params or {}).get("rows") or RECIPIENTS_CSV, key="customer_id", chunk_size=CHUNK_SIZE
-        )
+        params = params or {}
+        rows, conn_id = params.get("rows") or RECIPIENTS_CSV, params.get("output_conn_id")
+        return campaign_chunks(rows, key="customer_id", chunk_size=CHUNK_SIZE, conn_id=conn_id)
 
     BabouCampaignOperator.partial(
         task_id="campaign",
