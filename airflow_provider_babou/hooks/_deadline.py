@@ -22,8 +22,8 @@ _deadline: ContextVar[float | None] = ContextVar("babou_request_deadline", defau
 
 
 @contextlib.contextmanager
-def bounded(deadline: float) -> Iterator[None]:
-    """Bound every socket operation of the block by ``deadline`` (``time.monotonic()``)."""
+def bounded(deadline: float | None) -> Iterator[None]:
+    """Bound every socket operation of the block by ``deadline`` (``time.monotonic()``; None: unbounded)."""
     token = _deadline.set(deadline)
     try:
         yield
@@ -90,13 +90,16 @@ class _Backend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def transport() -> httpx.HTTPTransport:
-    """httpx's own transport, its socket operations bounded by :func:`bounded`.
+def bound(client: httpx.Client) -> httpx.Client:
+    """Bound the socket operations of ``client``'s own pools by :func:`bounded`, and return it.
 
-    httpx offers no argument for httpcore's network backend: it is set on the pool httpx built
-    (the trickle tests in ``tests/unit/test_request_deadline.py`` fail if that ever stops working).
+    httpx offers no argument for httpcore's network backend, and a ``transport=`` would make it
+    ignore ``HTTP(S)_PROXY``/``NO_PROXY``: so the client builds its transports (one per proxy mount)
+    and the backend of each pool is wrapped here (``tests/hooks/test_request_deadline.py`` fails if
+    that ever stops working). A transport without a pool (a test's ``MockTransport``) is left alone.
     """
-    http = httpx.HTTPTransport()
-    pool: Any = http._pool
-    pool._network_backend = _Backend(pool._network_backend)
-    return http
+    for transport in (client._transport, *client._mounts.values()):
+        pool: Any = getattr(transport, "_pool", None)
+        if pool is not None and not isinstance(pool._network_backend, _Backend):
+            pool._network_backend = _Backend(pool._network_backend)
+    return client

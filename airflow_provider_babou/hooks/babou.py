@@ -165,8 +165,11 @@ class BabouHook(RetryTiming, BaseHook):
         """Return the hook's keep-alive ``httpx.Client``, creating it on first use."""
         with self._lock:
             if self._client is None or self._client.is_closed:
-                transport = self._transport or _deadline.transport()
-                self._client = httpx.Client(transport=transport, **client_kwargs(self.config))
+                # httpx's own transports (proxies from the environment honoured), each pool bounded.
+                kwargs = client_kwargs(self.config)
+                if self._transport is not None:
+                    kwargs["transport"] = self._transport
+                self._client = _deadline.bound(httpx.Client(**kwargs))
             return self._client
 
     def close(self) -> None:
