@@ -217,14 +217,16 @@ class BabouHook(RetryTiming, BaseHook):
         with self.retry_window() as give_up:  # a key paused by a 429 is not waited past it
 
             def attempt() -> httpx.Response:
-                start, left = time.monotonic(), self._left()
+                start = time.monotonic()
+                stop = start + self._left()  # the hook's deadline: the token wait counts against it
                 try:  # a call without retries (a wait's poll) spends its own time on the token
-                    budget.wait_sync(min(give_up if retry else start + limit, start + left))
+                    budget.wait_sync(min(give_up if retry else start + limit, stop))
                 except TimeoutError as exc:  # typed, and final: nothing was sent
                     raise BabouRateLimitError(f"not sent: {exc}", method=method, path=path) from None
                 content = body.chunks() if body is not None else None
                 # The whole exchange is bounded, not each read (an upload only by the hook's deadline).
-                end = (time.monotonic() if retry else start) + min(left, limit if body is None else math.inf)
+                own = limit if body is None else math.inf
+                end = min(stop, (time.monotonic() if retry else start) + own)
                 try:
                     with _deadline.bounded(end):
                         response = client.request(
