@@ -288,7 +288,6 @@ class DownloadState:
         self.total: int | None = None
         self.etag: str | None = None
         self.last_modified: str | None = None
-        self.refreshed = False  # the URL was replaced: only a validator proves it is the same file
         self.sha256 = hashlib.sha256()
 
     def identify(self, total: int | None, headers: Any) -> None:
@@ -296,7 +295,6 @@ class DownloadState:
         self.total = total
         self.etag = headers.get("ETag") or None
         self.last_modified = headers.get("Last-Modified") or None
-        self.refreshed = False
 
     def validator(self) -> str | None:
         """The ``If-Range`` value: a strong ``ETag``, else ``Last-Modified``, else ``None``."""
@@ -305,8 +303,10 @@ class DownloadState:
         return self.last_modified
 
     def resumable(self) -> bool:
-        """Whether a ``Range`` request can be checked to continue this same file."""
-        return self.total is not None and (not self.refreshed or self.validator() is not None)
+        """Whether a ``Range`` request can be proven to continue this same file: its size and a
+        validator are known (sent as ``If-Range``). The same size alone proves nothing: the URL names
+        the project, and a newer export of the same length may be behind it now."""
+        return self.total is not None and self.validator() is not None
 
     def same_file(self, total: int | None, headers: Any) -> bool:
         """Whether a partial answer is of the file begun: same size and the same validators."""
