@@ -429,9 +429,12 @@ class BabouHook(RetryTiming, BaseHook):
         json = {"content": content, "force": bool(force)}
         return self._reconciled_post(PromptReceipt, path, recover, "submitting the prompt", json=json)
 
-    def find_prompt(self, project_id: str, chapter_id: str, *, content: str) -> Prompt | None:
-        """Return the latest prompt of the chapter with exactly this content, if any."""
+    def find_prompt_by_content(self, project_id: str, chapter_id: str, *, content: str) -> Prompt | None:
+        """Return the latest prompt of the chapter with exactly this content, if any (by id:
+        ``get_chapter(...).find_prompt(prompt_id)``)."""
         return self.get_chapter(project_id, chapter_id).latest_prompt(content)
+
+    find_prompt = find_prompt_by_content  # its first name, kept: it finds by content, not by id
 
     def get_export(self, project_id: str) -> Export:
         """Get the project's export status (404 before any export)."""
