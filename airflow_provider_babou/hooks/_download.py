@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from airflow_provider_babou.connection import ClientConfig
 from airflow_provider_babou.exceptions import (
     BabouDownloadExpiredError,
     BabouDownloadStalledError,
@@ -26,7 +27,6 @@ from airflow_provider_babou.exceptions import (
     BabouTransportError,
 )
 from airflow_provider_babou.hooks import _deadline
-from airflow_provider_babou.hooks._config import ClientConfig
 from airflow_provider_babou.hooks._http import error_for_response, transport_error
 from airflow_provider_babou.hooks._retry import backoff
 from airflow_provider_babou.models import DownloadResult, Export, ExportStatus

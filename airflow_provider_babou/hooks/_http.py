@@ -18,6 +18,7 @@ import httpx
 from pydantic import ValidationError
 
 from airflow_provider_babou import __version__
+from airflow_provider_babou.connection import ClientConfig
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
     BabouConflictError,
@@ -29,7 +30,7 @@ from airflow_provider_babou.exceptions import (
     BabouValidationError,
 )
 from airflow_provider_babou.hooks._budget import KeyBudget
-from airflow_provider_babou.hooks._config import BearerAuth, ClientConfig
+from airflow_provider_babou.hooks._config import BearerAuth
 from airflow_provider_babou.models import BabouModel, Page, Pagination
 
 M = TypeVar("M", bound=BabouModel)

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import tenacity
 
+from airflow_provider_babou.connection import ClientConfig
 from airflow_provider_babou.exceptions import BabouError, BabouServerError, BabouTransportError
-from airflow_provider_babou.hooks._config import ClientConfig
 from airflow_provider_babou.hooks._http import was_not_sent
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ import httpx
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_babou import endpoints, polling
+from airflow_provider_babou import connection, endpoints, polling
 from airflow_provider_babou._compat import (
     aget_connection,
     get_connection,
@@ -33,7 +33,7 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks import _async, _budget, _config, _deadline, _download
+from airflow_provider_babou.hooks import _async, _budget, _deadline, _download
 from airflow_provider_babou.hooks._http import (
     asset_filters,
     client_kwargs,
@@ -136,7 +136,7 @@ class BabouHook(RetryTiming, BaseHook):
         self.deadline = deadline
         self._transport = transport
         self._async_transport = async_transport
-        self._config: _config.ClientConfig | None = None
+        self._config: connection.ClientConfig | None = None
         self._client: httpx.Client | None = None
         self._shared: _async.SharedClient | None = None
         self._lock = threading.Lock()
@@ -148,17 +148,17 @@ class BabouHook(RetryTiming, BaseHook):
     # ------------------------------------------------------------------ connection and client
 
     @property
-    def config(self) -> _config.ClientConfig:
+    def config(self) -> connection.ClientConfig:
         """The resolved connection (sync lookup; async code uses :meth:`aconfig`)."""
         if self._config is None:
-            self._config = _config.resolve(self, get_connection)
+            self._config = connection.resolve(self, get_connection)
         return self._config
 
-    async def aconfig(self) -> _config.ClientConfig:
+    async def aconfig(self) -> connection.ClientConfig:
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""
         if self._config is None:
             key = (self.babou_conn_id, *self._overrides.values())
-            self._config = await _async.shared_config(key, lambda: _config.aresolve(self, aget_connection))
+            self._config = await _async.shared_config(key, lambda: connection.aresolve(self, aget_connection))
         return self._config
 
     def get_conn(self) -> httpx.Client:
@@ -589,7 +589,7 @@ class BabouHook(RetryTiming, BaseHook):
         """One authenticated GET (no retries); the message names no connection id (the UI tests a
         copy of the connection saved under a random id)."""
         try:
-            self._config = _config.resolve(self, get_connection, name_conn=False)
+            self._config = connection.resolve(self, get_connection, name_conn=False)
             self._request("GET", endpoints.PROJECTS, params={"limit": 1}, retry=False)
         except BabouTransportError as exc:
             return False, f"Cannot reach {self.config.base_url}: {exc.sentence()}"
