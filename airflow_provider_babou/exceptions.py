@@ -200,6 +200,18 @@ class BabouOutcomeUnknownError(BabouError):
     (for example list projects by name) before trying again.
     """
 
+    @classmethod
+    def of_create(cls, what: str, check: str, error: BabouError, path: str) -> BabouOutcomeUnknownError:
+        """POSTing ``path`` to create ``what`` failed with ``error``, which may have taken effect."""
+        return cls(
+            f"the outcome of creating {what} is unknown: {error.message}; it may or may not exist now",
+            http_status=error.http_status,
+            code=error.code,
+            hint=f"{check} before trying again, so as not to create a duplicate",
+            method="POST",
+            path=path,
+        )
+
 
 class BabouDownloadExpiredError(BabouError):
     """The export's signed ``download_url`` has expired; get the export status for a fresh one."""

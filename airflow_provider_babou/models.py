@@ -9,11 +9,12 @@ polling rather than guessing.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: The terminal status words, shared by every status enum.
 _SUCCESS_VALUES = frozenset({"completed", "ready"})
@@ -259,6 +260,7 @@ def aware(value: datetime | None, default: datetime) -> datetime:
 
 
 T = TypeVar("T", bound=BabouModel)
+M = TypeVar("M", bound=BabouModel)
 
 
 class Page(BabouModel, Generic[T]):
@@ -266,6 +268,21 @@ class Page(BabouModel, Generic[T]):
 
     items: list[T]
     pagination: Pagination | None = None
+
+    @classmethod
+    def parse(cls, model: type[M], data: Any, key: str) -> Page[M]:
+        """A list answer, tolerantly: ``{key: [...]}``, ``{"data"/"items": [...]}`` or a bare array;
+        an unreadable ``pagination`` is none. ``ValueError`` when no list is found; pydantic's
+        ``ValidationError`` for an item of the wrong shape."""
+        items = data if isinstance(data, list) else None
+        pagination = None
+        if isinstance(data, dict):
+            items = next((data[k] for k in (key, "data", "items") if isinstance(data.get(k), list)), None)
+            with contextlib.suppress(ValidationError):
+                pagination = Pagination.model_validate(data["pagination"]) if "pagination" in data else None
+        if items is None:
+            raise LookupError(f"no {key!r} or 'data' list")
+        return Page[model](items=[model.model_validate(i) for i in items], pagination=pagination)  # type: ignore[valid-type]
 
 
 class DownloadResult(BabouModel):

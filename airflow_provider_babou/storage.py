@@ -4,7 +4,8 @@
 exists, size, content type) and wraps it in a restartable :class:`UploadBody`.
 :func:`check_destination` refuses a destination that cannot be written before any request is made;
 a download writes into a :class:`DownloadState` (a temporary file beside a local destination, or
-the remote object itself; offset, running SHA-256), whose ``finish`` puts it in place atomically.
+the remote object itself; offset, running SHA-256), whose ``finish`` puts it in place atomically;
+:class:`Pace` is the minimum speed each download request must keep.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import mimetypes
 import os
 import random
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_provider_babou.exceptions import BabouInputError, BabouServerError
+from airflow_provider_babou.exceptions import BabouDownloadStalledError, BabouInputError, BabouServerError
 from airflow_provider_babou.limits import MAX_UPLOAD_BYTES, SUPPORTED_CONTENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -259,6 +261,30 @@ def _check_bucket(destination: Any) -> None:
             "cannot see it)",
             hint="create the bucket first (the download never creates one), or fix dest_conn_id",
         )
+
+
+class Pace:
+    """At least ``min_speed`` bytes/s over each ``window`` seconds of one download request."""
+
+    def __init__(self, min_speed: float, window: float, received: int) -> None:
+        self.min_speed, self.window = min_speed, window
+        self.mark, self.mark_bytes = time.monotonic(), received
+
+    def check(self, received: int, path: str) -> None:
+        """Raise :class:`BabouDownloadStalledError` if the window that just ended was too slow."""
+        now = time.monotonic()
+        if now - self.mark < self.window:
+            return
+        moved = received - self.mark_bytes
+        if moved < self.min_speed * (now - self.mark):
+            raise BabouDownloadStalledError(
+                f"download too slow: {moved} bytes in {now - self.mark:.0f} s, under the minimum "
+                f"of {self.min_speed:g} bytes/s",
+                method="GET",
+                path=path,
+                hint="the server is trickling; lower min_speed or raise speed_window if this is expected",
+            )
+        self.mark, self.mark_bytes = now, received
 
 
 class DownloadState:

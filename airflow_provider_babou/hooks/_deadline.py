@@ -1,10 +1,6 @@
-"""A bound on a whole sync request, not on each socket read.
-
-httpx's timeouts apply to each connect, write and read: a server that trickles a byte per second
-keeps every read short and the request alive for ever. httpx has no total timeout, and checking a
-clock between body chunks leaves the headers unbounded, so the bound sits where every byte goes
-through: httpcore's network stream. While :func:`bounded` is active, each socket operation of this
-thread gets at most the time left until its deadline, and none starts once it has passed.
+"""A bound on a whole sync request: httpx bounds each read (a byte a second keeps a request alive
+for ever), so the bound sits where every byte goes, httpcore's network stream. While :func:`bounded`
+is active, each socket operation gets at most the time left, and none starts once it has passed.
 """
 
 from __future__ import annotations
@@ -91,13 +87,8 @@ class _Backend(httpcore.NetworkBackend):
 
 
 def bound(client: httpx.Client) -> httpx.Client:
-    """Bound the socket operations of ``client``'s own pools by :func:`bounded`, and return it.
-
-    httpx offers no argument for httpcore's network backend, and a ``transport=`` would make it
-    ignore ``HTTP(S)_PROXY``/``NO_PROXY``: so the client builds its transports (one per proxy mount)
-    and the backend of each pool is wrapped here (``tests/hooks/test_request_deadline.py`` fails if
-    that ever stops working). A transport without a pool (a test's ``MockTransport``) is left alone.
-    """
+    """Wrap the network backend of each of ``client``'s own pools (proxy mounts included: a
+    ``transport=`` would make httpx ignore ``HTTP(S)_PROXY``); a test's ``MockTransport`` has none."""
     for transport in (client._transport, *client._mounts.values()):
         pool: Any = getattr(transport, "_pool", None)
         if pool is not None and not isinstance(pool._network_backend, _Backend):

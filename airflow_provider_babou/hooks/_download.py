@@ -1,17 +1,10 @@
-"""Downloading an export: one streamed request at a time, resumed with ``Range`` until whole.
-
-Needs of the hook only what :class:`DownloadClient` names; the file work is
-:class:`~airflow_provider_babou.storage.DownloadState`'s. Bounds: at least ``min_speed`` bytes/s
-over each ``speed_window`` seconds (else :class:`BabouDownloadStalledError`, a cut), every socket
-operation by the hook's ``deadline``; cuts are resumed for ``retry_deadline`` seconds after the
-last request that kept that speed. A resume continues only a file proven the same (size and an
-``ETag``/``Last-Modified`` sent as ``If-Range``); anything else starts again from byte 0.
-"""
+"""Downloading an export: one streamed request at a time, resumed with ``Range`` (``If-Range``)
+until whole; its bounds and resume rules are in ``docs/design.md``. The file work is
+:class:`~airflow_provider_babou.storage.DownloadState`'s; of the hook, only :class:`DownloadClient`."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Protocol
 
@@ -30,7 +23,8 @@ from airflow_provider_babou.hooks import _deadline
 from airflow_provider_babou.hooks._http import error_for_response, transport_error
 from airflow_provider_babou.hooks._retry import backoff
 from airflow_provider_babou.models import DownloadResult, Export, ExportStatus
-from airflow_provider_babou.storage import DownloadState, check_destination
+from airflow_provider_babou.storage import DownloadState, Pace, check_destination
+from airflow_provider_babou.validation import check_positive
 
 
 class DownloadClient(Protocol):
@@ -54,37 +48,6 @@ MIN_SPEED = 16 * 1024
 SPEED_WINDOW = 30.0
 #: The most of an error answer's body read (a CDN may send a page of any size, or never end).
 ERROR_BODY_MAX = 64 * 1024
-
-
-class _Pace:
-    """At least ``min_speed`` bytes/s over each ``window`` seconds of one download request."""
-
-    def __init__(self, min_speed: float, window: float, received: int) -> None:
-        self.min_speed, self.window = min_speed, window
-        self.mark, self.mark_bytes = time.monotonic(), received
-
-    def check(self, received: int, path: str) -> None:
-        """Raise :class:`BabouDownloadStalledError` if the window that just ended was too slow."""
-        now = time.monotonic()
-        if now - self.mark < self.window:
-            return
-        moved = received - self.mark_bytes
-        if moved < self.min_speed * (now - self.mark):
-            raise BabouDownloadStalledError(
-                f"download too slow: {moved} bytes in {now - self.mark:.0f} s, under the minimum "
-                f"of {self.min_speed:g} bytes/s",
-                method="GET",
-                path=path,
-                hint="the server is trickling; lower min_speed or raise speed_window if this is expected",
-            )
-        self.mark, self.mark_bytes = now, received
-
-
-def _bound(name: str, value: float) -> float:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value <= 0:
-        raise BabouInputError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _usable_url(url: str | None, pid: str) -> str:
@@ -113,7 +76,10 @@ def download(
     speed_window: float = SPEED_WINDOW,
 ) -> DownloadResult:
     """Download project ``pid``'s completed export to ``destination`` (checked before any request)."""
-    min_speed, speed_window = _bound("min_speed", min_speed), _bound("speed_window", speed_window)
+    min_speed, speed_window = (
+        check_positive("min_speed", min_speed),
+        check_positive("speed_window", speed_window),
+    )
     # Parents created: a deferred task may resume on a worker other than the one that checked.
     local, remote = check_destination(destination, overwrite=overwrite, create_parents=True)
     export = hook.get_export(pid)
@@ -132,7 +98,7 @@ def download(
         while True:
             started, received = time.monotonic(), state.received
             try:
-                _stream(hook, url, state, _Pace(min_speed, speed_window, received))
+                _stream(hook, url, state, Pace(min_speed, speed_window, received))
                 break
             except BabouError as err:
                 if err.http_status == 403 and not refreshed:
@@ -171,7 +137,7 @@ def _cut(message: str, url: str) -> BabouTransportError:
     return BabouTransportError(message, method="GET", path=httpx.URL(url).path)
 
 
-def _stream(hook: DownloadClient, url: str, state: DownloadState, pace: _Pace) -> None:
+def _stream(hook: DownloadClient, url: str, state: DownloadState, pace: Pace) -> None:
     """One download request from ``state.offset``: append to the file, raise a typed error if cut.
 
     Every socket operation, the headers' and the error body's included, ends by the hook's deadline.

@@ -1,22 +1,21 @@
-"""Plain functions shared by the sync hook and the async read path: client settings, answers
-into models (every string scrubbed of the key), failures into typed errors, and whether a failure
-surely was not sent (:func:`was_not_sent`; the retry rules built on it are in ``_retry``).
-Nothing here sends a request.
-"""
+"""Plain functions shared by the sync hook and the async read path (nothing here sends): client
+settings, answers into models and failures into typed errors (the key scrubbed), :func:`was_not_sent`."""
 
 from __future__ import annotations
 
 import email.utils
 import json
 import time
+from collections.abc import Generator
 from datetime import timezone
 from typing import Any, TypeVar
 
 import httpx
+from airflow import __version__ as airflow_version
 from pydantic import ValidationError
 
 from airflow_provider_babou import __version__
-from airflow_provider_babou.connection import ClientConfig
+from airflow_provider_babou.connection import ClientConfig, origin
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
     BabouConflictError,
@@ -31,8 +30,7 @@ from airflow_provider_babou.exceptions import (
     shorten,
 )
 from airflow_provider_babou.hooks._budget import KeyBudget
-from airflow_provider_babou.hooks._config import BearerAuth
-from airflow_provider_babou.models import BabouModel, Page, Pagination
+from airflow_provider_babou.models import BabouModel, Page
 
 M = TypeVar("M", bound=BabouModel)
 
@@ -42,11 +40,23 @@ NOT_SENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.Connec
 
 def user_agent() -> str:
     """The provider's, Airflow's and httpx's versions, sent with every request."""
-    try:
-        from airflow import __version__ as airflow_version
-    except ImportError:  # pragma: no cover
-        airflow_version = "unknown"
     return f"airflow-provider-babou/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
+
+
+class BearerAuth(httpx.Auth):
+    """The key, on requests to the API's origin only (a CDN download URL never gets it), per request."""
+
+    def __init__(self, api_key: str, origin: tuple[str, str, int | None]) -> None:
+        self._api_key = api_key
+        self._origin = origin
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if origin(request.url) == self._origin:
+            request.headers["Authorization"] = f"Bearer {self._api_key}"
+        yield request
 
 
 def client_kwargs(config: ClientConfig) -> dict[str, Any]:
@@ -215,20 +225,11 @@ def parse_model(model: type[M], response: httpx.Response, secret: str | None = N
 
 
 def parse_page(model: type[M], response: httpx.Response, key: str, secret: str | None = None) -> Page[M]:
-    """Parse a list tolerantly: ``{key: [...]}``, ``{"data": [...]}`` or a bare array; pagination optional."""
-    data = parse_json(response, secret)
-    items = data if isinstance(data, list) else None
-    pagination = None
-    if isinstance(data, dict):
-        items = next((data[k] for k in (key, "data", "items") if isinstance(data.get(k), list)), None)
-        try:
-            pagination = Pagination.model_validate(data["pagination"]) if "pagination" in data else None
-        except ValidationError:
-            pagination = None
-    if items is None:
-        raise _bad_body(response, f"unexpected list response: no {key!r} or 'data' list")
+    """Parse a list answer (:meth:`Page.parse`, tolerant of its shape); a typed error when it is wrong."""
     try:
-        return Page[model](items=[model.model_validate(i) for i in items], pagination=pagination)  # type: ignore[valid-type]
+        return Page.parse(model, parse_json(response, secret), key)
+    except LookupError as exc:
+        raise _bad_body(response, f"unexpected list response: {exc.args[0]}") from None
     except ValidationError as exc:
         raise _bad_body(
             response, f"unexpected {model.__name__} in the list: {exc.errors()[0]['msg']}"

@@ -1,8 +1,5 @@
-"""``BabouHook``: the one piece of the provider that speaks HTTP to Babou.
-
-Every request goes through :meth:`BabouHook._request`; the triggerer's waits through
-:meth:`BabouHook.aobserve` (see :mod:`._async`). See ``docs/design.md`` for the modules beside it.
-"""
+"""``BabouHook``: every request goes through :meth:`BabouHook._request`, the triggerer's waits
+through :meth:`BabouHook.aobserve` (:mod:`._async`). The modules beside it: ``docs/design.md``."""
 
 from __future__ import annotations
 
@@ -20,10 +17,7 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_provider_babou import connection, endpoints, polling
-from airflow_provider_babou._compat import (
-    aget_connection,
-    get_connection,
-)
+from airflow_provider_babou._compat import aget_connection, get_connection
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
@@ -43,7 +37,7 @@ from airflow_provider_babou.hooks._http import (
     record_answer,
     transport_error,
 )
-from airflow_provider_babou.hooks._retry import RetryTiming, in_one_retry_window, is_ambiguous, is_retryable
+from airflow_provider_babou.hooks._retry import RetryTiming, is_ambiguous, is_retryable
 from airflow_provider_babou.models import (
     Asset,
     BabouModel,
@@ -90,20 +84,10 @@ _DEFAULT_POLL = PollPolicy()
 class BabouHook(RetryTiming, BaseHook):
     """Talk to the Babou text-to-video API (projects, chapters, prompts, exports, assets).
 
-    Connection (type ``babou``): the password is the API key (else ``BABOU_API_KEY``; the connection
-    wins), the host the base URL (default ``https://api.babou.ai/api/v1``; plain ``http`` only on
-    loopback); extras ``timeout``, ``retry_deadline``, ``max_backoff``, ``max_retries``,
-    ``rate_limit`` and ``dashboard_url_template``. Nothing is looked up or opened in ``__init__``.
-
-    :param babou_conn_id: the Airflow connection id.
-    :param timeout: seconds per HTTP request (extra ``timeout``, 30).
-    :param max_retries: optional cap on retries of one request; by default only time bounds them.
-    :param max_backoff: longest wait between two attempts, ``Retry-After`` included (30).
-    :param retry_deadline: longest time, in seconds, spent retrying one request (300).
-    :param rate_limit: requests per second on this key from this process (20); adapts down on 429s.
-    :param deadline: absolute UNIX time no retry may sleep past (an operator passes its own deadline).
-    :param transport: an ``httpx`` transport for the sync client (tests).
-    :param async_transport: an ``httpx`` async transport for the triggerer's client (tests).
+    The connection (type ``babou``, ``docs/connection.md``) is looked up on first use, never in
+    ``__init__``; ``timeout``, ``max_retries``, ``max_backoff``, ``retry_deadline`` and ``rate_limit``
+    override its extras of those names. ``deadline``: the absolute UNIX time no request or retry may
+    pass (an operator's own). ``transport``/``async_transport``: ``httpx`` transports for tests.
     """
 
     conn_name_attr = "babou_conn_id"
@@ -202,9 +186,7 @@ class BabouHook(RetryTiming, BaseHook):
         retry: bool = True,
         timeout: float | None = None,
     ) -> httpx.Response:
-        """Send one API request (the only sync code that does), retrying transient faults for up to
-        ``retry_deadline`` seconds and never past :attr:`deadline` (rules: :func:`._retry.is_retryable`).
-        """
+        """Send one API request (the only sync code that does); retries as ``docs/design.md`` says."""
         config, client = self.config, self.get_conn()
         budget = _budget.budget_for(_budget.budget_key(config.base_url, config.api_key), config.rate_limit)
         url = config.base_url + path
@@ -274,37 +256,22 @@ class BabouHook(RetryTiming, BaseHook):
         except BabouError as exc:
             if not is_ambiguous(exc):
                 raise
-            raise BabouOutcomeUnknownError(
-                f"the outcome of creating {what} is unknown: {exc.message}; it may or may not exist now",
-                http_status=exc.http_status,
-                code=exc.code,
-                hint=f"{check} before trying again, so as not to create a duplicate",
-                method="POST",
-                path=path,
-            ) from exc
+            raise BabouOutcomeUnknownError.of_create(what, check, exc, path) from exc
 
     def _reconciled_post(
         self, model: type[M], path: str, recover: Callable[[], M | None], what: str, **kw: Any
     ) -> M:
-        """POST; after an ambiguous failure ask ``recover`` whether it took effect before sending again.
-
-        ``recover`` rebuilds the receipt from what Babou now shows, or says ``None`` (surely not
-        taken effect): then the POST is sent again (for up to ``retry_deadline`` seconds); a 409 to
-        a resend is checked with ``recover`` too. Then :class:`BabouOutcomeUnknownError`.
-        """
+        """POST; after an ambiguous failure (or a 409 to a resend) ``recover`` rebuilds the receipt from
+        what Babou shows, or says ``None`` (not taken effect: sent again, within the retry window)."""
         errors: list[str] = []
         with self.retry_window():
             for attempt in self.attempts():
                 try:
                     return parse_model(model, self._request("POST", path, **kw), self.config.api_key)
-                except BabouConflictError:
-                    if attempt == 1:
+                except BabouConflictError:  # to a resend: maybe our earlier POST, in flight
+                    if attempt == 1 or (found := recover()) is None:
                         raise
-                    # Our resend was refused because something is in flight: maybe an earlier POST.
-                    found = recover()
-                    if found is not None:
-                        return found
-                    raise
+                    return found
                 except BabouError as exc:
                     if not is_ambiguous(exc):
                         raise
@@ -447,11 +414,13 @@ class BabouHook(RetryTiming, BaseHook):
         except BabouNotFoundError:
             return None
 
-    @in_one_retry_window
     def start_export(self, project_id: str) -> ExportReceipt:
         """Start rendering; after a lost answer, reconcile as ``docs/design.md`` says (never a duplicate)."""
-        pid, note = check_id("project", project_id), "recovered after an ambiguous failure"
-        before = self.find_export(pid)
+        with self.retry_window():  # the snapshot, the POST and every check share one
+            return self._start_export(check_id("project", project_id))
+
+    def _start_export(self, pid: str) -> ExportReceipt:
+        note, before = "recovered after an ambiguous failure", self.find_export(pid)
 
         def recover() -> ExportReceipt | None:
             now = self.find_export(pid)
@@ -473,12 +442,8 @@ class BabouHook(RetryTiming, BaseHook):
     # ------------------------------------------------------------------ assets
 
     def upload_asset(self, source: Any, *, content_type: str | None = None) -> Asset:
-        """Upload a media file, streamed; Babou names every upload ``uploaded-file``.
-
-        :param source: a path, a binary file object (read from its current position) or an
-            ``ObjectStoragePath``.
-        :param content_type: the MIME type; guessed from the name when omitted.
-        """
+        """Upload a path, a binary file object (from its current position) or an ``ObjectStoragePath``,
+        streamed; ``content_type`` is guessed from the name when omitted. Babou names it ``uploaded-file``."""
         body = upload_body(source, content_type)
         return self._create(Asset, endpoints.ASSETS, "an asset", "list the newest assets", body=body)
 
@@ -514,9 +479,7 @@ class BabouHook(RetryTiming, BaseHook):
         min_speed: float = _download.MIN_SPEED,
         speed_window: float = _download.SPEED_WINDOW,
     ) -> DownloadResult:
-        """Download the export's MP4 (:func:`._download.download`): destination checked first (missing
-        parent folders created), streamed, resumed only into the same file, at least ``min_speed``
-        bytes/s over each ``speed_window`` s."""
+        """Download the export's MP4 (:func:`._download.download`; bounds and resumes: ``docs/design.md``)."""
         pid, bounds = check_id("project", project_id), {"min_speed": min_speed, "speed_window": speed_window}
         return _download.download(self, pid, destination, overwrite=overwrite, **bounds)
 
@@ -574,13 +537,9 @@ class BabouHook(RetryTiming, BaseHook):
     async def aobserve(
         self, target: WaitTarget, *, due: float, timeout: float, limit: float | None = None
     ) -> Any:
-        """The triggerer's one GET for a wait, over the client and budget shared by every wait on the key.
-
-        :param due: when (``time.monotonic()``) this poll was due: the most overdue goes first.
-        :param timeout: seconds the GET itself may take.
-        :param limit: seconds for the whole call, the wait for a token of the key's budget included
-            (default ``timeout``).
-        """
+        """The triggerer's one GET for a wait, over the client and budget every wait on the key shares:
+        ``due`` (monotonic) orders the waiters, ``timeout`` bounds the GET, ``limit`` (default ``timeout``)
+        the whole call, the wait for a token included."""
         if self._shared is None:
             self._shared = await _async.acquire(await self.aconfig(), self._async_transport)
         return await _async.get(self._shared, target, due=due, timeout=timeout, limit=limit)
