@@ -279,8 +279,7 @@ class BabouHook(RetryTiming, BaseHook):
                     log.warning(
                         "Babou POST %s outcome unknown (%s); checking what Babou shows", path, exc.message
                     )
-                found = recover()
-                if found is not None:
+                if (found := recover()) is not None:
                     return found
         raise BabouOutcomeUnknownError(
             f"{what} failed ambiguously {len(errors)} times and Babou shows no sign of it "
@@ -311,11 +310,7 @@ class BabouHook(RetryTiming, BaseHook):
             yield from page.items
             offset += len(page.items)
             total = page.pagination.total if page.pagination else None
-            if (
-                not page.items
-                or (total is not None and offset >= total)
-                or (total is None and len(ids) < page_size)
-            ):
+            if not page.items or (offset >= total if total is not None else len(ids) < page_size):
                 return
 
     # ------------------------------------------------------------------ projects and chapters
