@@ -1,4 +1,7 @@
-"""Names that moved between Airflow 3.1 (our floor) and newer releases, imported from one place."""
+"""Names that moved between Airflow 3.1 (our floor) and newer releases, imported from one place.
+
+(And, deprecated, ``RetryAwareResumeMixin``: it moved to :mod:`airflow_provider_babou.deferral`.)
+"""
 
 from __future__ import annotations
 
@@ -91,6 +94,24 @@ async def aget_connection(hook: Any, conn_id: str) -> Any:
         if not _no_supervisor(exc):
             raise
     return await asyncio.to_thread(get_connection, hook, conn_id)
+
+
+def __getattr__(name: str) -> Any:
+    # Moved to deferral.py (it is no Airflow name); kept importable from here for a while, since
+    # custom operators deferring on Babou's triggers could mix it in. Lazy: deferral imports _compat.
+    if name == "RetryAwareResumeMixin":
+        import warnings
+
+        from airflow_provider_babou import deferral
+
+        warnings.warn(
+            "airflow_provider_babou._compat.RetryAwareResumeMixin moved to "
+            "airflow_provider_babou.deferral.RetryAwareResumeMixin",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return deferral.RetryAwareResumeMixin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

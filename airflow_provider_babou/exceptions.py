@@ -2,11 +2,14 @@
 
 Every error carries what Babou said (HTTP status, machine ``code``, human ``message`` and the
 optional ``hint``) and shows all of it in its text. None of them ever holds the API key: the
-request's method and path are kept, never its headers.
+request's method and path are kept, never its headers, and every server text is scrubbed of it
+(:func:`scrub`, :func:`shorten`) before it goes into one.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import httpx
@@ -17,6 +20,46 @@ from airflow_provider_babou._compat import AirflowException, AirflowFailExceptio
 #: Not 501 (the server will never implement it), and not a 2xx whose body is unreadable (a proxy's
 #: page or a changed shape repeats itself; a POST answered so is still reconciled, it took effect).
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+# --------------------------------------------------------------------------- no key in any text
+
+#: The most characters of server text an error keeps.
+TEXT_CUT = 200
+
+_KEY_RE = re.compile(r"sk-bab-[^\s\"'<>,;&]*")
+_BEARER_RE = re.compile(r"(?i)bearer\s+[^\s\"'<>,;&]+")
+_TAG_RE = re.compile(r"<[^>]*>")
+_SPACE_RE = re.compile(r"\s+")
+
+
+def scrub(text: str, secret: str | None = None, *, bearer: bool = True) -> str:
+    """Remove the key, and anything shaped like a Babou key or (with ``bearer``) a bearer token,
+    from server text."""
+    if secret:
+        text = text.replace(secret, "***")
+    text = _KEY_RE.sub("sk-bab-***", text)
+    return _BEARER_RE.sub("Bearer ***", text) if bearer else text
+
+
+def scrub_values(value: Any, secret: str | None) -> Any:
+    """Every string in a parsed JSON value scrubbed (not of the bearer shape, see below)."""
+    # Not the bearer shape: a prompt may say "the bearer bonds", and reconciliation compares prompts.
+    if isinstance(value, str):
+        return scrub(value, secret, bearer=False)
+    if isinstance(value, dict):
+        return {k: scrub_values(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_values(v, secret) for v in value]
+    return value
+
+
+def shorten(text: str, secret: str | None) -> str:
+    """Server text fit for an error: scrubbed, without tags and runs of spaces, cut to :data:`TEXT_CUT`."""
+    # Scrubbed before the cut, so a cut can never leave a prefix of the key behind.
+    # Also before the tags go: a key holding '<', '>' or '&' would no longer match itself after.
+    cleaned = scrub(_SPACE_RE.sub(" ", html.unescape(_TAG_RE.sub(" ", scrub(text, secret)))).strip(), secret)
+    return cleaned if len(cleaned) <= TEXT_CUT else cleaned[:TEXT_CUT] + "..."
 
 
 class BabouError(AirflowException):
@@ -156,6 +199,18 @@ class BabouOutcomeUnknownError(BabouError):
     Raised instead of retrying, so a retry can never create a duplicate. Check the account
     (for example list projects by name) before trying again.
     """
+
+    @classmethod
+    def of_create(cls, what: str, check: str, error: BabouError, path: str) -> BabouOutcomeUnknownError:
+        """POSTing ``path`` to create ``what`` failed with ``error``, which may have taken effect."""
+        return cls(
+            f"the outcome of creating {what} is unknown: {error.message}; it may or may not exist now",
+            http_status=error.http_status,
+            code=error.code,
+            hint=f"{check} before trying again, so as not to create a duplicate",
+            method="POST",
+            path=path,
+        )
 
 
 class BabouDownloadExpiredError(BabouError):

@@ -9,11 +9,12 @@ polling rather than guessing.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 #: The terminal status words, shared by every status enum.
 _SUCCESS_VALUES = frozenset({"completed", "ready"})
@@ -263,12 +264,8 @@ class ChapterList(BabouModel):
     @model_validator(mode="before")
     @classmethod
     def _any_list_shape(cls, data: Any) -> Any:
-        if isinstance(data, list):
-            return {"chapters": data}
-        if isinstance(data, dict) and not isinstance(data.get("chapters"), list):
-            found = next((data[k] for k in ("data", "items") if isinstance(data.get(k), list)), None)
-            return data if found is None else {"chapters": found}
-        return data
+        found = list_in(data, "chapters")
+        return data if found is None else {"chapters": found}
 
 
 def aware(value: datetime | None, default: datetime) -> datetime:
@@ -278,6 +275,16 @@ def aware(value: datetime | None, default: datetime) -> datetime:
 
 
 T = TypeVar("T", bound=BabouModel)
+M = TypeVar("M", bound=BabouModel)
+
+
+def list_in(data: Any, key: str) -> list[Any] | None:
+    """The list of a list answer: ``{key: [...]}``, ``{"data"/"items": [...]}`` or a bare array."""
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        return next((data[k] for k in (key, "data", "items") if isinstance(data.get(k), list)), None)
+    return None
 
 
 class Page(BabouModel, Generic[T]):
@@ -285,6 +292,19 @@ class Page(BabouModel, Generic[T]):
 
     items: list[T]
     pagination: Pagination | None = None
+
+    @classmethod
+    def parse(cls, model: type[M], data: Any, key: str) -> Page[M]:
+        """A list answer, tolerantly: ``{key: [...]}``, ``{"data"/"items": [...]}`` or a bare array;
+        an unreadable ``pagination`` is none. ``ValueError`` when no list is found; pydantic's
+        ``ValidationError`` for an item of the wrong shape."""
+        items, pagination = list_in(data, key), None
+        if isinstance(data, dict):
+            with contextlib.suppress(ValidationError):
+                pagination = Pagination.model_validate(data["pagination"]) if "pagination" in data else None
+        if items is None:
+            raise LookupError(f"no {key!r} or 'data' list")
+        return Page[model](items=[model.model_validate(i) for i in items], pagination=pagination)  # type: ignore[valid-type]
 
 
 class DownloadResult(BabouModel):

@@ -4,7 +4,8 @@
 exists, size, content type) and wraps it in a restartable :class:`UploadBody`.
 :func:`check_destination` refuses a destination that cannot be written before any request is made;
 a download writes into a :class:`DownloadState` (a temporary file beside a local destination, or
-the remote object itself; offset, running SHA-256), whose ``finish`` puts it in place atomically.
+the remote object itself; offset, running SHA-256), whose ``finish`` puts it in place atomically;
+:class:`Pace` is the minimum speed each download request must keep.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import mimetypes
 import os
 import random
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_provider_babou.exceptions import BabouInputError, BabouServerError
+from airflow_provider_babou.exceptions import BabouDownloadStalledError, BabouInputError, BabouServerError
 from airflow_provider_babou.limits import MAX_UPLOAD_BYTES, SUPPORTED_CONTENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -261,6 +263,30 @@ def _check_bucket(destination: Any) -> None:
         )
 
 
+class Pace:
+    """At least ``min_speed`` bytes/s over each ``window`` seconds of one download request."""
+
+    def __init__(self, min_speed: float, window: float, received: int) -> None:
+        self.min_speed, self.window = min_speed, window
+        self.mark, self.mark_bytes = time.monotonic(), received
+
+    def check(self, received: int, path: str) -> None:
+        """Raise :class:`BabouDownloadStalledError` if the window that just ended was too slow."""
+        now = time.monotonic()
+        if now - self.mark < self.window:
+            return
+        moved = received - self.mark_bytes
+        if moved < self.min_speed * (now - self.mark):
+            raise BabouDownloadStalledError(
+                f"download too slow: {moved} bytes in {now - self.mark:.0f} s, under the minimum "
+                f"of {self.min_speed:g} bytes/s",
+                method="GET",
+                path=path,
+                hint="the server is trickling; lower min_speed or raise speed_window if this is expected",
+            )
+        self.mark, self.mark_bytes = now, received
+
+
 class DownloadState:
     """Where a download's bytes go, how many went and their running SHA-256.
 
@@ -288,7 +314,6 @@ class DownloadState:
         self.total: int | None = None
         self.etag: str | None = None
         self.last_modified: str | None = None
-        self.refreshed = False  # the URL was replaced: only a validator proves it is the same file
         self.sha256 = hashlib.sha256()
 
     def identify(self, total: int | None, headers: Any) -> None:
@@ -296,7 +321,6 @@ class DownloadState:
         self.total = total
         self.etag = headers.get("ETag") or None
         self.last_modified = headers.get("Last-Modified") or None
-        self.refreshed = False
 
     def validator(self) -> str | None:
         """The ``If-Range`` value: a strong ``ETag``, else ``Last-Modified``, else ``None``."""
@@ -305,8 +329,10 @@ class DownloadState:
         return self.last_modified
 
     def resumable(self) -> bool:
-        """Whether a ``Range`` request can be checked to continue this same file."""
-        return self.total is not None and (not self.refreshed or self.validator() is not None)
+        """Whether a ``Range`` request can be proven to continue this same file: its size and a
+        validator are known (sent as ``If-Range``). The same size alone proves nothing: the URL names
+        the project, and a newer export of the same length may be behind it now."""
+        return self.total is not None and self.validator() is not None
 
     def same_file(self, total: int | None, headers: Any) -> bool:
         """Whether a partial answer is of the file begun: same size and the same validators."""

@@ -25,6 +25,7 @@ __all__ = [
     "check_id",
     "check_name",
     "check_page",
+    "check_positive",
     "check_prompt",
     "check_settings",
     "check_text",
@@ -177,3 +178,11 @@ def check_api_key(value: object, *, conn_id: str | None = None) -> str:
             f"keys look like {API_KEY_PREFIX}...",
         )
     return value
+
+
+def check_positive(name: str, value: object) -> float:
+    """Return ``value`` as float if it is a positive finite number (not a bool, NaN or infinity)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type,operator]
+        raise BabouInputError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ It answers ``GET /api/v1/projects/<id>/export`` with a completed export whose ``
 the :class:`File` that :attr:`DownloadServer.pick` returns for the n-th file request: a file that
 changes between requests, trickles, is cut after some bytes, or answers 403. ``Range`` and
 ``If-Range`` are honoured unless the file says otherwise. Started on a free port in a thread of
-the test process, stopped (its trickling answers too) on leaving the ``with`` block.
+the test process, stopped (its trickling answers too) on leaving the ``with`` block. Answers are
+written raw, so the status line and headers can trickle too (``head_drip``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -36,7 +38,8 @@ class File:
     cut_after: int | None = None  # close the connection after this many body bytes
     trickle: tuple[int, float] | None = None  # (bytes, seconds between writes)
     if_range: bool = True  # honour If-Range (a server that does not sends the range anyway)
-    status: int = 200  # 403: an expired URL
+    status: int = 200  # 403: an expired URL; not 200: ``body`` (if any) is the error's body
+    head_drip: float | None = None  # seconds between two bytes of the status line and headers
 
 
 class DownloadServer:
@@ -101,7 +104,8 @@ def _handler(owner: DownloadServer) -> type[BaseHTTPRequestHandler]:
 
         def _file(self, file: File) -> None:
             if file.status != 200:
-                self._send(file.status, json.dumps({"error": "expired", "code": "URL_EXPIRED"}).encode())
+                body = file.body or json.dumps({"error": "expired", "code": "URL_EXPIRED"}).encode()
+                self._answer(file, file.status, body, {"Content-Type": "application/json"})
                 return
             body, status, headers = file.body, 200, {"Content-Type": "video/mp4", "Accept-Ranges": "bytes"}
             if file.etag:
@@ -117,16 +121,25 @@ def _handler(owner: DownloadServer) -> type[BaseHTTPRequestHandler]:
                     return
                 headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
                 body, status = body[start:], 206
-            self.send_response(status)
-            for name, value in {"Content-Length": str(len(body)), **headers}.items():
-                self.send_header(name, value)
-            self.end_headers()
+            self._answer(file, status, body, headers)
+
+        def _answer(self, file: File, status: int, body: bytes, headers: dict[str, str]) -> None:
+            fields = {"Content-Length": str(len(body)), **headers}
+            head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            head += "".join(f"{name}: {value}\r\n" for name, value in fields.items()) + "\r\n"
             if file.cut_after is not None:
-                self.wfile.write(body[: file.cut_after])
+                self.wfile.write(head.encode() + body[: file.cut_after])
                 self.close_connection = True
                 return
             step, pause = file.trickle or (len(body) or 1, 0.0)
             try:
+                for byte in head.encode() if file.head_drip else ():
+                    if owner.stopping.wait(file.head_drip):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                if not file.head_drip:
+                    self.wfile.write(head.encode())
                 for i in range(0, len(body), step):
                     if owner.stopping.is_set():
                         break

@@ -4,7 +4,8 @@ The path names the project, as the docs' example ``.../exports/prj_abc123xyz.mp4
 the project's newest completed export, so a re-export replaces the file behind the same URL. No
 Authorization is needed (the URL itself is the credential, like a signed CDN link); after
 ``expires`` (ASCII digits only, else 403 ``URL_INVALID``) the URL answers 403 ``URL_EXPIRED``.
-Supports single byte ranges; a syntactically invalid ``Range`` is ignored (RFC 9110 14.2).
+Supports single byte ranges; a syntactically invalid ``Range`` is ignored (RFC 9110 14.2). The
+``ETag`` is the export id: an ``If-Range`` naming another export gets the whole (new) file.
 
 The first request for an export (``HEAD`` too: its ``Content-Length`` is the video's size) waits
 for the video to render on a worker thread; later ones are served from the cached file. A
@@ -70,9 +71,14 @@ async def download(request: Request, project_id: str, expires: str | None = Quer
         mp4 = VirtualMp4(await asyncio.wrap_future(video), state.config.mp4_size)
     except FileNotFoundError:  # an emulator reset deleted the video before this request opened it
         raise ApiError(404, "NOT_FOUND", "Export not found") from None
-    headers = {"Accept-Ranges": "bytes", "Content-Type": "video/mp4"}
+    # The export id is a strong ETag: a re-export behind the same URL is another file.
+    etag = f'"{export_id}"'
+    headers = {"Accept-Ranges": "bytes", "Content-Type": "video/mp4", "ETag": etag}
     start, end, status = 0, mp4.size, 200
-    parsed = parse_range(request.headers.get("range") or "", mp4.size)
+    # If-Range that is not this file's ETag (a date, or another export's): the whole file (RFC 9110 13.1.5).
+    if_range = request.headers.get("if-range")
+    wanted = (request.headers.get("range") or "") if if_range in (None, etag) else ""
+    parsed = parse_range(wanted, mp4.size)
     if parsed is False:
         mp4.close()
         return Response(status_code=416, headers={"Content-Range": f"bytes */{mp4.size}", **headers})

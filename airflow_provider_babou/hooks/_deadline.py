@@ -1,10 +1,6 @@
-"""A bound on a whole sync request, not on each socket read.
-
-httpx's timeouts apply to each connect, write and read: a server that trickles a byte per second
-keeps every read short and the request alive for ever. httpx has no total timeout, and checking a
-clock between body chunks leaves the headers unbounded, so the bound sits where every byte goes
-through: httpcore's network stream. While :func:`bounded` is active, each socket operation of this
-thread gets at most the time left until its deadline, and none starts once it has passed.
+"""A bound on a whole sync request: httpx bounds each read (a byte a second keeps a request alive
+for ever), so the bound sits where every byte goes, httpcore's network stream. While :func:`bounded`
+is active, each socket operation gets at most the time left, and none starts once it has passed.
 """
 
 from __future__ import annotations
@@ -22,8 +18,8 @@ _deadline: ContextVar[float | None] = ContextVar("babou_request_deadline", defau
 
 
 @contextlib.contextmanager
-def bounded(deadline: float) -> Iterator[None]:
-    """Bound every socket operation of the block by ``deadline`` (``time.monotonic()``)."""
+def bounded(deadline: float | None) -> Iterator[None]:
+    """Bound every socket operation of the block by ``deadline`` (``time.monotonic()``; None: unbounded)."""
     token = _deadline.set(deadline)
     try:
         yield
@@ -90,13 +86,11 @@ class _Backend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def transport() -> httpx.HTTPTransport:
-    """httpx's own transport, its socket operations bounded by :func:`bounded`.
-
-    httpx offers no argument for httpcore's network backend: it is set on the pool httpx built
-    (the trickle tests in ``tests/unit/test_request_deadline.py`` fail if that ever stops working).
-    """
-    http = httpx.HTTPTransport()
-    pool: Any = http._pool
-    pool._network_backend = _Backend(pool._network_backend)
-    return http
+def bound(client: httpx.Client) -> httpx.Client:
+    """Wrap the network backend of each of ``client``'s own pools (proxy mounts included: a
+    ``transport=`` would make httpx ignore ``HTTP(S)_PROXY``); a test's ``MockTransport`` has none."""
+    for transport in (client._transport, *client._mounts.values()):
+        pool: Any = getattr(transport, "_pool", None)
+        if pool is not None and not isinstance(pool._network_backend, _Backend):
+            pool._network_backend = _Backend(pool._network_backend)
+    return client

@@ -1,26 +1,16 @@
-"""Downloading an export: one streamed request at a time, resumed with ``Range`` until whole.
-
-Used by :meth:`BabouHook.download_export` (it imports nothing of the hook: :class:`DownloadClient`
-says what it needs); HTTP goes through the hook's client, the file work through
-:class:`~airflow_provider_babou.storage.DownloadState`. A remote destination is written as the
-bytes arrive and a resumed request appends to the same open object, so no local copy is made.
-
-Bounds: each request must move at least ``min_speed`` bytes/s averaged over every ``speed_window``
-seconds (else :class:`BabouDownloadStalledError`, a cut); cuts are resumed for ``retry_deadline``
-seconds after the last request that kept that speed, never past the hook's ``deadline``.
-A resume appends only to provably the same file (same size, same ``ETag``/``Last-Modified`` when
-the server gave one, sent as ``If-Range``); anything else starts again from byte 0.
-"""
+"""Downloading an export: one streamed request at a time, resumed with ``Range`` (``If-Range``)
+until whole; its bounds and resume rules are in ``docs/design.md``. The file work is
+:class:`~airflow_provider_babou.storage.DownloadState`'s; of the hook, only :class:`DownloadClient`."""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Protocol
 
 import httpx
 
+from airflow_provider_babou.connection import ClientConfig
 from airflow_provider_babou.exceptions import (
     BabouDownloadExpiredError,
     BabouDownloadStalledError,
@@ -29,11 +19,12 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks._config import ClientConfig
+from airflow_provider_babou.hooks import _deadline
 from airflow_provider_babou.hooks._http import error_for_response, transport_error
 from airflow_provider_babou.hooks._retry import backoff
 from airflow_provider_babou.models import DownloadResult, Export, ExportStatus
-from airflow_provider_babou.storage import DownloadState, check_destination
+from airflow_provider_babou.storage import DownloadState, Pace, check_destination
+from airflow_provider_babou.validation import check_positive
 
 
 class DownloadClient(Protocol):
@@ -55,47 +46,8 @@ log = logging.getLogger(__name__)
 MIN_SPEED = 16 * 1024
 #: ... averaged over each 30 s, so a short pause of the server is not a stall.
 SPEED_WINDOW = 30.0
-
-
-class _Pace:
-    """The time bounds of one download request: minimum speed per window and the hook's deadline."""
-
-    def __init__(self, min_speed: float, window: float, deadline: float | None, received: int) -> None:
-        self.min_speed, self.window, self.deadline = min_speed, window, deadline
-        self.mark, self.mark_bytes = time.monotonic(), received
-
-    def check(self, received: int, path: str) -> None:
-        """Raise :class:`BabouDownloadStalledError` if the window was too slow or the deadline passed."""
-        now = time.monotonic()
-        if self.deadline is not None and time.time() >= self.deadline:
-            raise BabouDownloadStalledError(
-                "the task's deadline passed during the download", method="GET", path=path
-            )
-        if now - self.mark < self.window:
-            return
-        moved = received - self.mark_bytes
-        if moved < self.min_speed * (now - self.mark):
-            raise BabouDownloadStalledError(
-                f"download too slow: {moved} bytes in {now - self.mark:.0f} s, under the minimum "
-                f"of {self.min_speed:g} bytes/s",
-                method="GET",
-                path=path,
-                hint="the server is trickling; lower min_speed or raise speed_window if this is expected",
-            )
-        self.mark, self.mark_bytes = now, received
-
-    def read_timeout(self, timeout: float) -> httpx.Timeout | None:
-        """The per-read timeout, cut to what is left before the deadline (``None``: the client's)."""
-        if self.deadline is None or self.deadline - time.time() >= timeout:
-            return None
-        return httpx.Timeout(max(self.deadline - time.time(), 0.05))
-
-
-def _bound(name: str, value: float) -> float:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value <= 0:
-        raise BabouInputError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+#: The most of an error answer's body read (a CDN may send a page of any size, or never end).
+ERROR_BODY_MAX = 64 * 1024
 
 
 def _usable_url(url: str | None, pid: str) -> str:
@@ -126,7 +78,10 @@ def download(
 ) -> DownloadResult:
     """Download project ``pid``'s completed export to ``destination`` (checked before any request);
     ``export``: its status when the caller just read it (else one GET)."""
-    min_speed, speed_window = _bound("min_speed", min_speed), _bound("speed_window", speed_window)
+    min_speed, speed_window = (
+        check_positive("min_speed", min_speed),
+        check_positive("speed_window", speed_window),
+    )
     # Parents created: a deferred task may resume on a worker other than the one that checked.
     local, remote = check_destination(destination, overwrite=overwrite, create_parents=True)
     export = hook.get_export(pid) if export is None else export
@@ -138,17 +93,18 @@ def download(
         )
     url, refreshed, resumes = _usable_url(export.download_url, pid), False, 0
     state = DownloadState(local, remote)
-    retry_from = time.monotonic()  # the resume clock, restarted by each request that kept the pace
+    # The resume clock, restarted by each request that took the file further than ever, at pace
+    # (a server that restarts the file and cuts it again and again makes no progress).
+    retry_from, furthest = time.monotonic(), 0
     try:
         while True:
             started, received = time.monotonic(), state.received
             try:
-                _stream(hook, url, state, _Pace(min_speed, speed_window, hook.deadline, received))
+                _stream(hook, url, state, Pace(min_speed, speed_window, received))
                 break
             except BabouError as err:
                 if err.http_status == 403 and not refreshed:
                     refreshed, url = True, _usable_url(hook.get_export(pid).download_url or url, pid)
-                    state.refreshed = True  # a new URL may be a newer export: resume only if provable
                     continue
                 if err.http_status == 403:
                     raise BabouDownloadExpiredError(
@@ -157,9 +113,10 @@ def download(
                         hint=f"fetch the export status of {pid} again for a new download_url",
                     ) from err
                 now = time.monotonic()
-                kept_pace = state.received - received >= min_speed * (now - started) > 0
-                if kept_pace and not isinstance(err, BabouDownloadStalledError):
+                kept_pace = state.received - received >= min_speed * (now - started)
+                if kept_pace and state.offset > furthest and not isinstance(err, BabouDownloadStalledError):
                     retry_from = now
+                furthest = max(furthest, state.offset)
                 resumes += 1
                 pause = backoff(resumes, None, hook.config.max_backoff)
                 late = hook.deadline is not None and time.time() + pause >= hook.deadline
@@ -182,21 +139,20 @@ def _cut(message: str, url: str) -> BabouTransportError:
     return BabouTransportError(message, method="GET", path=httpx.URL(url).path)
 
 
-def _stream(hook: DownloadClient, url: str, state: DownloadState, pace: _Pace) -> None:
-    """One download request from ``state.offset``: append to the file, raise a typed error if cut."""
+def _stream(hook: DownloadClient, url: str, state: DownloadState, pace: Pace) -> None:
+    """One download request from ``state.offset``: append to the file, raise a typed error if cut.
+
+    Every socket operation, the headers' and the error body's included, ends by the hook's deadline.
+    """
     headers = {"Accept-Encoding": "identity"}  # byte offsets must refer to the file itself
     if state.offset and not state.resumable():
         state.restart()  # nothing proves the server still has the same file
-    if state.offset:
-        headers["Range"] = f"bytes={state.offset}-"
-        validator = state.validator()
-        if validator:
-            headers["If-Range"] = validator  # the server sends the whole file if it changed
+    if state.offset:  # If-Range: the server sends the whole file if it changed
+        headers.update({"Range": f"bytes={state.offset}-", "If-Range": str(state.validator())})
     key, path = hook.config.api_key, httpx.URL(url).path
+    end = None if hook.deadline is None else time.monotonic() + hook.deadline - time.time()
     try:
-        timeout = pace.read_timeout(hook.config.timeout)
-        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        with hook.get_conn().stream("GET", url, headers=headers, **extra) as response:
+        with _deadline.bounded(end), hook.get_conn().stream("GET", url, headers=headers) as response:
             status = response.status_code
             if status == 206:
                 try:
@@ -217,17 +173,33 @@ def _stream(hook: DownloadClient, url: str, state: DownloadState, pace: _Pace) -
                 state.restart()
                 raise _cut("the file changed since the download began (416); starting again", url)
             else:
-                response.read()
-                raise error_for_response(response, "GET", key)
+                raise error_for_response(_error_head(response), "GET", key)
             for chunk in response.iter_raw():  # as the bytes come: a trickle is seen at once
                 state.write(chunk)
                 pace.check(state.received, path)
     except httpx.TransportError as exc:
+        if end is not None and time.monotonic() >= end:
+            raise BabouDownloadStalledError(
+                "the task's deadline passed during the download", method="GET", path=path
+            ) from exc
         raise transport_error(exc, "GET", url, key) from exc
     if state.total is not None and state.offset != state.total:
         if state.offset > state.total:
             state.restart()
         raise _cut(f"download ended at {state.offset} of {state.total} bytes", url)
+
+
+def _error_head(response: httpx.Response) -> httpx.Response:
+    """An error answer with at most :data:`ERROR_BODY_MAX` bytes of its body: enough for a message."""
+    body = b""
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= ERROR_BODY_MAX:
+            break
+    kept = {k: v for k, v in response.headers.items() if k.lower() in ("content-type", "retry-after")}
+    return httpx.Response(
+        response.status_code, headers=kept, content=body[:ERROR_BODY_MAX], request=response.request
+    )
 
 
 def _content_range(value: str) -> tuple[int, int | None]:

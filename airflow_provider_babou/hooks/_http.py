@@ -1,23 +1,21 @@
-"""Plain functions shared by the sync hook and the async read path: client settings, answers
-into models (every string scrubbed of the key), failures into typed errors, and whether a failure
-surely was not sent (:func:`was_not_sent`; the retry rules built on it are in ``_retry``).
-Nothing here sends a request.
-"""
+"""Plain functions shared by the sync hook and the async read path (nothing here sends): client
+settings, answers into models and failures into typed errors (the key scrubbed), :func:`was_not_sent`."""
 
 from __future__ import annotations
 
 import email.utils
-import html
 import json
-import re
 import time
+from collections.abc import Generator
 from datetime import timezone
 from typing import Any, TypeVar
 
 import httpx
+from airflow import __version__ as airflow_version
 from pydantic import ValidationError
 
 from airflow_provider_babou import __version__
+from airflow_provider_babou.connection import ClientConfig, origin
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
     BabouConflictError,
@@ -27,30 +25,38 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
     BabouValidationError,
+    scrub,
+    scrub_values,
+    shorten,
 )
 from airflow_provider_babou.hooks._budget import KeyBudget
-from airflow_provider_babou.hooks._config import BearerAuth, ClientConfig
-from airflow_provider_babou.models import BabouModel, Page, Pagination
+from airflow_provider_babou.models import BabouModel, Page
 
 M = TypeVar("M", bound=BabouModel)
 
 # Transport errors raised before the request could reach the server.
 NOT_SENT_ERRORS: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-TEXT_CUT = 200
-
-_KEY_RE = re.compile(r"sk-bab-[^\s\"'<>,;&]*")
-_BEARER_RE = re.compile(r"(?i)bearer\s+[^\s\"'<>,;&]+")
-_TAG_RE = re.compile(r"<[^>]*>")
-_SPACE_RE = re.compile(r"\s+")
 
 
 def user_agent() -> str:
     """The provider's, Airflow's and httpx's versions, sent with every request."""
-    try:
-        from airflow import __version__ as airflow_version
-    except ImportError:  # pragma: no cover
-        airflow_version = "unknown"
     return f"airflow-provider-babou/{__version__} apache-airflow/{airflow_version} httpx/{httpx.__version__}"
+
+
+class BearerAuth(httpx.Auth):
+    """The key, on requests to the API's origin only (a CDN download URL never gets it), per request."""
+
+    def __init__(self, api_key: str, origin: tuple[str, str, int | None]) -> None:
+        self._api_key = api_key
+        self._origin = origin
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if origin(request.url) == self._origin:
+            request.headers["Authorization"] = f"Bearer {self._api_key}"
+        yield request
 
 
 def client_kwargs(config: ClientConfig) -> dict[str, Any]:
@@ -61,33 +67,6 @@ def client_kwargs(config: ClientConfig) -> dict[str, Any]:
         "auth": BearerAuth(config.api_key, config.api_origin),
         "follow_redirects": False,
     }
-
-
-def scrub(text: str, secret: str | None = None, *, bearer: bool = True) -> str:
-    """Remove the key, and anything shaped like a Babou key or (with ``bearer``) a bearer token,
-    from server text."""
-    if secret:
-        text = text.replace(secret, "***")
-    text = _KEY_RE.sub("sk-bab-***", text)
-    return _BEARER_RE.sub("Bearer ***", text) if bearer else text
-
-
-def _scrub_values(value: Any, secret: str | None) -> Any:
-    # Not the bearer shape: a prompt may say "the bearer bonds", and reconciliation compares prompts.
-    if isinstance(value, str):
-        return scrub(value, secret, bearer=False)
-    if isinstance(value, dict):
-        return {k: _scrub_values(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_values(v, secret) for v in value]
-    return value
-
-
-def _short(text: str, secret: str | None) -> str:
-    # Scrubbed before the cut, so a cut can never leave a prefix of the key behind.
-    # Also before the tags go: a key holding '<', '>' or '&' would no longer match itself after.
-    cleaned = scrub(_SPACE_RE.sub(" ", html.unescape(_TAG_RE.sub(" ", scrub(text, secret)))).strip(), secret)
-    return cleaned if len(cleaned) <= TEXT_CUT else cleaned[:TEXT_CUT] + "..."
 
 
 def _head(response: httpx.Response, secret: str | None) -> str:
@@ -153,11 +132,11 @@ def error_for_response(
         err = payload["error"]
         if isinstance(err, dict):  # tolerate a nested envelope, though the docs say flat
             payload, err = {**payload, **err}, err.get("message") or err.get("error") or ""
-        message = _short(str(err), secret) or _head(response, secret)
-        code = _short(payload["code"], secret) if isinstance(payload.get("code"), str) else None
-        hint = _short(payload["hint"], secret) if isinstance(payload.get("hint"), str) else None
+        message = shorten(str(err), secret) or _head(response, secret)
+        code = shorten(payload["code"], secret) if isinstance(payload.get("code"), str) else None
+        hint = shorten(payload["hint"], secret) if isinstance(payload.get("hint"), str) else None
     else:
-        body = f"non-JSON body: {_short(text, secret)}" if text.strip() else "empty body"
+        body = f"non-JSON body: {shorten(text, secret)}" if text.strip() else "empty body"
         message = f"{_head(response, secret)} ({body})"
     kwargs: dict[str, Any] = {"http_status": status, "code": code, "hint": hint, "method": method}
     kwargs["path"] = response.request.url.path if response.request is not None else ""
@@ -179,7 +158,7 @@ def transport_error(
         hint = "the request timed out; raise the connection's timeout extra if this persists"
     else:
         hint = "the connection failed mid-request"
-    detail = _short(str(exc), secret) or type(exc).__name__
+    detail = shorten(str(exc), secret) or type(exc).__name__
     error = BabouTransportError(
         f"{type(exc).__name__}: {detail}", method=method, path=httpx.URL(url).path, hint=hint
     )
@@ -226,10 +205,10 @@ def parse_json(response: httpx.Response, secret: str | None = None) -> Any:
         data = _load(response.text)
     except ValueError as exc:
         raise _bad_body(
-            response, f"{_head(response, secret)} (unreadable JSON: {_short(str(exc), secret)})"
+            response, f"{_head(response, secret)} (unreadable JSON: {shorten(str(exc), secret)})"
         ) from None
     try:
-        return _scrub_values(data, secret)
+        return scrub_values(data, secret)
     except RecursionError:
         raise _bad_body(response, f"{_head(response, secret)} (JSON nested too deeply)") from None
 
@@ -246,20 +225,11 @@ def parse_model(model: type[M], response: httpx.Response, secret: str | None = N
 
 
 def parse_page(model: type[M], response: httpx.Response, key: str, secret: str | None = None) -> Page[M]:
-    """Parse a list tolerantly: ``{key: [...]}``, ``{"data": [...]}`` or a bare array; pagination optional."""
-    data = parse_json(response, secret)
-    items = data if isinstance(data, list) else None
-    pagination = None
-    if isinstance(data, dict):
-        items = next((data[k] for k in (key, "data", "items") if isinstance(data.get(k), list)), None)
-        try:
-            pagination = Pagination.model_validate(data["pagination"]) if "pagination" in data else None
-        except ValidationError:
-            pagination = None
-    if items is None:
-        raise _bad_body(response, f"unexpected list response: no {key!r} or 'data' list")
+    """Parse a list answer (:meth:`Page.parse`, tolerant of its shape); a typed error when it is wrong."""
     try:
-        return Page[model](items=[model.model_validate(i) for i in items], pagination=pagination)  # type: ignore[valid-type]
+        return Page.parse(model, parse_json(response, secret), key)
+    except LookupError as exc:
+        raise _bad_body(response, f"unexpected list response: {exc.args[0]}") from None
     except ValidationError as exc:
         raise _bad_body(
             response, f"unexpected {model.__name__} in the list: {exc.errors()[0]['msg']}"

@@ -1,32 +1,21 @@
-"""The retry policy: which failures are retried (:func:`is_retryable`; what is transient is
-``BabouError.transient``), how long to pause (:func:`backoff`, for requests and resumed downloads),
-and one deadline for a whole call. (A wait retries a failed poll with its next poll:
-:meth:`~airflow_provider_babou.polling.WaitClock.failed`.)
-
-A call may retry at several levels (a reconciled POST re-sends, and each of its requests retries
-too). They share one *retry window*: ``retry_deadline`` seconds from the start of the outermost
-call, after which no retry starts at any level, and nothing sleeps past the hook's ``deadline``.
-"""
+"""The retry policy (``docs/design.md``, BabouHook): what is retried, how long to pause, and the
+one *retry window* every level of a call shares (``retry_deadline`` from its outermost start)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import tenacity
 
+from airflow_provider_babou.connection import ClientConfig
 from airflow_provider_babou.exceptions import BabouError, BabouServerError, BabouTransportError
-from airflow_provider_babou.hooks._config import ClientConfig
 from airflow_provider_babou.hooks._http import was_not_sent
-
-T = TypeVar("T")
 
 # A POST answered with one of these surely did not take effect: the server refused it up front.
 POST_SAFE_STATUSES = frozenset({429, 503})
@@ -49,9 +38,8 @@ def is_retryable(method: str, error: BaseException, *, restartable: bool = True)
 
 
 def backoff(attempt: int, retry_after: float | None, cap: float) -> float:
-    """Seconds before try ``attempt + 1`` after a transient failure (requests and resumed downloads
-    alike): the server's ``Retry-After`` when it gave one, else exponential from 0.5 s
-    with jitter; at most ``cap`` either way."""
+    """Seconds before try ``attempt + 1``: ``Retry-After`` if given, else exponential from 0.5 s with
+    jitter; at most ``cap``."""
     if retry_after is not None:
         return min(float(retry_after), cap)
     ceiling = min(cap, 0.5 * 2 ** min(attempt - 1, 30))
@@ -65,8 +53,7 @@ class RetryTiming:
     _window: threading.local
 
     @property
-    def config(self) -> ClientConfig:
-        """The resolved connection (the hook's)."""
+    def config(self) -> ClientConfig:  # the hook's
         raise NotImplementedError
 
     def _backoff(self, attempt: int, error: BaseException | None) -> float:
@@ -82,8 +69,7 @@ class RetryTiming:
             return True
         return sleep >= self._left()
 
-    def _left(self) -> float:
-        """Seconds until :attr:`deadline` (infinite without one)."""
+    def _left(self) -> float:  # seconds until :attr:`deadline`
         return math.inf if self.deadline is None else self.deadline - time.time()
 
     @contextlib.contextmanager
@@ -101,8 +87,7 @@ class RetryTiming:
             del self._window.give_up
 
     def attempts(self) -> Iterator[int]:
-        """Count the attempts of a step retried whole, with backoff, within the retry window (wrap
-        the loop in :meth:`retry_window` so the requests inside share its deadline)."""
+        """Count the attempts of a step retried whole, with backoff, within the retry window."""
         with self.retry_window() as give_up:
             pass  # the enclosing window's end, or one that starts now
         for attempt in itertools.count(1):
@@ -111,14 +96,3 @@ class RetryTiming:
             if pause >= self._left() or time.monotonic() + pause > give_up:
                 return
             time.sleep(pause)
-
-
-def in_one_retry_window(method: Callable[..., T]) -> Callable[..., T]:
-    """Run a hook method in one :meth:`RetryTiming.retry_window`, every request in it included."""
-
-    @functools.wraps(method)
-    def call(self: RetryTiming, *args: Any, **kwargs: Any) -> T:
-        with self.retry_window():
-            return method(self, *args, **kwargs)
-
-    return call

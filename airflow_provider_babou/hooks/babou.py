@@ -1,8 +1,5 @@
-"""``BabouHook``: the one piece of the provider that speaks HTTP to Babou.
-
-Every request goes through :meth:`BabouHook._request`; the triggerer's waits through
-:meth:`BabouHook.aobserve` (see :mod:`._async`). See ``docs/design.md`` for the modules beside it.
-"""
+"""``BabouHook``: every request goes through :meth:`BabouHook._request`, the triggerer's waits
+through :meth:`BabouHook.aobserve` (:mod:`._async`). The modules beside it: ``docs/design.md``."""
 
 from __future__ import annotations
 
@@ -19,11 +16,8 @@ import httpx
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_babou import endpoints, polling
-from airflow_provider_babou._compat import (
-    aget_connection,
-    get_connection,
-)
+from airflow_provider_babou import connection, endpoints, polling
+from airflow_provider_babou._compat import aget_connection, get_connection
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
@@ -33,7 +27,7 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks import _async, _budget, _config, _deadline, _download
+from airflow_provider_babou.hooks import _async, _budget, _deadline, _download
 from airflow_provider_babou.hooks._http import (
     asset_filters,
     client_kwargs,
@@ -43,7 +37,7 @@ from airflow_provider_babou.hooks._http import (
     record_answer,
     transport_error,
 )
-from airflow_provider_babou.hooks._retry import RetryTiming, in_one_retry_window, is_ambiguous, is_retryable
+from airflow_provider_babou.hooks._retry import RetryTiming, is_ambiguous, is_retryable
 from airflow_provider_babou.models import (
     Asset,
     BabouModel,
@@ -90,20 +84,10 @@ _DEFAULT_POLL = PollPolicy()
 class BabouHook(RetryTiming, BaseHook):
     """Talk to the Babou text-to-video API (projects, chapters, prompts, exports, assets).
 
-    Connection (type ``babou``): the password is the API key (else ``BABOU_API_KEY``; the connection
-    wins), the host the base URL (default ``https://api.babou.ai/api/v1``; plain ``http`` only on
-    loopback); extras ``timeout``, ``retry_deadline``, ``max_backoff``, ``max_retries``,
-    ``rate_limit`` and ``dashboard_url_template``. Nothing is looked up or opened in ``__init__``.
-
-    :param babou_conn_id: the Airflow connection id.
-    :param timeout: seconds per HTTP request (extra ``timeout``, 30).
-    :param max_retries: optional cap on retries of one request; by default only time bounds them.
-    :param max_backoff: longest wait between two attempts, ``Retry-After`` included (30).
-    :param retry_deadline: longest time, in seconds, spent retrying one request (300).
-    :param rate_limit: requests per second on this key from this process (20); adapts down on 429s.
-    :param deadline: absolute UNIX time no retry may sleep past (an operator passes its own deadline).
-    :param transport: an ``httpx`` transport for the sync client (tests).
-    :param async_transport: an ``httpx`` async transport for the triggerer's client (tests).
+    The connection (type ``babou``, ``docs/connection.md``) is looked up on first use, never in
+    ``__init__``; ``timeout``, ``max_retries``, ``max_backoff``, ``retry_deadline`` and ``rate_limit``
+    override its extras of those names. ``deadline``: the absolute UNIX time no request or retry may
+    pass (an operator's own). ``transport``/``async_transport``: ``httpx`` transports for tests.
     """
 
     conn_name_attr = "babou_conn_id"
@@ -136,7 +120,7 @@ class BabouHook(RetryTiming, BaseHook):
         self.deadline = deadline
         self._transport = transport
         self._async_transport = async_transport
-        self._config: _config.ClientConfig | None = None
+        self._config: connection.ClientConfig | None = None
         self._client: httpx.Client | None = None
         self._shared: _async.SharedClient | None = None
         self._lock = threading.Lock()
@@ -148,25 +132,28 @@ class BabouHook(RetryTiming, BaseHook):
     # ------------------------------------------------------------------ connection and client
 
     @property
-    def config(self) -> _config.ClientConfig:
+    def config(self) -> connection.ClientConfig:
         """The resolved connection (sync lookup; async code uses :meth:`aconfig`)."""
         if self._config is None:
-            self._config = _config.resolve(self, get_connection)
+            self._config = connection.resolve(self, get_connection)
         return self._config
 
-    async def aconfig(self) -> _config.ClientConfig:
+    async def aconfig(self) -> connection.ClientConfig:
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""
         if self._config is None:
             key = (self.babou_conn_id, *self._overrides.values())
-            self._config = await _async.shared_config(key, lambda: _config.aresolve(self, aget_connection))
+            self._config = await _async.shared_config(key, lambda: connection.aresolve(self, aget_connection))
         return self._config
 
     def get_conn(self) -> httpx.Client:
         """Return the hook's keep-alive ``httpx.Client``, creating it on first use."""
         with self._lock:
             if self._client is None or self._client.is_closed:
-                transport = self._transport or _deadline.transport()
-                self._client = httpx.Client(transport=transport, **client_kwargs(self.config))
+                # httpx's own transports (proxies from the environment honoured), each pool bounded.
+                kwargs = client_kwargs(self.config)
+                if self._transport is not None:
+                    kwargs["transport"] = self._transport
+                self._client = _deadline.bound(httpx.Client(**kwargs))
             return self._client
 
     def close(self) -> None:
@@ -199,9 +186,7 @@ class BabouHook(RetryTiming, BaseHook):
         retry: bool = True,
         timeout: float | None = None,
     ) -> httpx.Response:
-        """Send one API request (the only sync code that does), retrying transient faults for up to
-        ``retry_deadline`` seconds and never past :attr:`deadline` (rules: :func:`._retry.is_retryable`).
-        """
+        """Send one API request (the only sync code that does); retries as ``docs/design.md`` says."""
         config, client = self.config, self.get_conn()
         budget = _budget.budget_for(_budget.budget_key(config.base_url, config.api_key), config.rate_limit)
         url = config.base_url + path
@@ -214,14 +199,16 @@ class BabouHook(RetryTiming, BaseHook):
         with self.retry_window() as give_up:  # a key paused by a 429 is not waited past it
 
             def attempt() -> httpx.Response:
-                start, left = time.monotonic(), self._left()
+                start = time.monotonic()
+                stop = start + self._left()  # the hook's deadline: the token wait counts against it
                 try:  # a call without retries (a wait's poll) spends its own time on the token
-                    budget.wait_sync(min(give_up if retry else start + limit, start + left))
+                    budget.wait_sync(min(give_up if retry else start + limit, stop))
                 except TimeoutError as exc:  # typed, and final: nothing was sent
                     raise BabouRateLimitError(f"not sent: {exc}", method=method, path=path) from None
                 content = body.chunks() if body is not None else None
                 # The whole exchange is bounded, not each read (an upload only by the hook's deadline).
-                end = (time.monotonic() if retry else start) + min(left, limit if body is None else math.inf)
+                own = limit if body is None else math.inf
+                end = min(stop, (time.monotonic() if retry else start) + own)
                 try:
                     with _deadline.bounded(end):
                         response = client.request(
@@ -269,37 +256,22 @@ class BabouHook(RetryTiming, BaseHook):
         except BabouError as exc:
             if not is_ambiguous(exc):
                 raise
-            raise BabouOutcomeUnknownError(
-                f"the outcome of creating {what} is unknown: {exc.message}; it may or may not exist now",
-                http_status=exc.http_status,
-                code=exc.code,
-                hint=f"{check} before trying again, so as not to create a duplicate",
-                method="POST",
-                path=path,
-            ) from exc
+            raise BabouOutcomeUnknownError.of_create(what, check, exc, path) from exc
 
     def _reconciled_post(
         self, model: type[M], path: str, recover: Callable[[], M | None], what: str, **kw: Any
     ) -> M:
-        """POST; after an ambiguous failure ask ``recover`` whether it took effect before sending again.
-
-        ``recover`` rebuilds the receipt from what Babou now shows, or says ``None`` (surely not
-        taken effect): then the POST is sent again (for up to ``retry_deadline`` seconds); a 409 to
-        a resend is checked with ``recover`` too. Then :class:`BabouOutcomeUnknownError`.
-        """
+        """POST; after an ambiguous failure (or a 409 to a resend) ``recover`` rebuilds the receipt from
+        what Babou shows, or says ``None`` (not taken effect: sent again, within the retry window)."""
         errors: list[str] = []
         with self.retry_window():
             for attempt in self.attempts():
                 try:
                     return parse_model(model, self._request("POST", path, **kw), self.config.api_key)
-                except BabouConflictError:
-                    if attempt == 1:
+                except BabouConflictError:  # to a resend: maybe our earlier POST, in flight
+                    if attempt == 1 or (found := recover()) is None:
                         raise
-                    # Our resend was refused because something is in flight: maybe an earlier POST.
-                    found = recover()
-                    if found is not None:
-                        return found
-                    raise
+                    return found
                 except BabouError as exc:
                     if not is_ambiguous(exc):
                         raise
@@ -307,8 +279,7 @@ class BabouHook(RetryTiming, BaseHook):
                     log.warning(
                         "Babou POST %s outcome unknown (%s); checking what Babou shows", path, exc.message
                     )
-                found = recover()
-                if found is not None:
+                if (found := recover()) is not None:
                     return found
         raise BabouOutcomeUnknownError(
             f"{what} failed ambiguously {len(errors)} times and Babou shows no sign of it "
@@ -339,11 +310,7 @@ class BabouHook(RetryTiming, BaseHook):
             yield from page.items
             offset += len(page.items)
             total = page.pagination.total if page.pagination else None
-            if (
-                not page.items
-                or (total is not None and offset >= total)
-                or (total is None and len(ids) < page_size)
-            ):
+            if not page.items or (offset >= total if total is not None else len(ids) < page_size):
                 return
 
     # ------------------------------------------------------------------ projects and chapters
@@ -424,9 +391,12 @@ class BabouHook(RetryTiming, BaseHook):
         json = {"content": content, "force": bool(force)}
         return self._reconciled_post(PromptReceipt, path, recover, "submitting the prompt", json=json)
 
-    def find_prompt(self, project_id: str, chapter_id: str, *, content: str) -> Prompt | None:
-        """Return the latest prompt of the chapter with exactly this content, if any."""
+    def find_prompt_by_content(self, project_id: str, chapter_id: str, *, content: str) -> Prompt | None:
+        """Return the latest prompt of the chapter with exactly this content, if any (by id:
+        ``get_chapter(...).find_prompt(prompt_id)``)."""
         return self.get_chapter(project_id, chapter_id).latest_prompt(content)
+
+    find_prompt = find_prompt_by_content  # its first name, kept: it finds by content, not by id
 
     def get_export(self, project_id: str) -> Export:
         """Get the project's export status (404 before any export)."""
@@ -439,15 +409,16 @@ class BabouHook(RetryTiming, BaseHook):
         except BabouNotFoundError:
             return None
 
-    @in_one_retry_window
     def start_export(self, project_id: str, *, first: bool = False) -> ExportReceipt:
         """Start rendering; after a lost answer, reconcile as ``docs/design.md`` says (never a duplicate).
 
-        :param first: the caller knows the project was never exported (it made the project and
-            never asked for an export): the status before the POST is not read.
+        :param first: the caller made the project and never asked for an export: no status read first.
         """
-        pid, note = check_id("project", project_id), "recovered after an ambiguous failure"
-        before = None if first else self.find_export(pid)
+        with self.retry_window():  # the snapshot, the POST and every check share one
+            return self._start_export(check_id("project", project_id), first)
+
+    def _start_export(self, pid: str, first: bool) -> ExportReceipt:
+        note, before = "recovered after an ambiguous failure", None if first else self.find_export(pid)
 
         def recover() -> ExportReceipt | None:
             now = self.find_export(pid)
@@ -469,12 +440,8 @@ class BabouHook(RetryTiming, BaseHook):
     # ------------------------------------------------------------------ assets
 
     def upload_asset(self, source: Any, *, content_type: str | None = None) -> Asset:
-        """Upload a media file, streamed; Babou names every upload ``uploaded-file``.
-
-        :param source: a path, a binary file object (read from its current position) or an
-            ``ObjectStoragePath``.
-        :param content_type: the MIME type; guessed from the name when omitted.
-        """
+        """Upload a path, a binary file object (from its current position) or an ``ObjectStoragePath``,
+        streamed; ``content_type`` is guessed from the name when omitted. Babou names it ``uploaded-file``."""
         body = upload_body(source, content_type)
         return self._create(Asset, endpoints.ASSETS, "an asset", "list the newest assets", body=body)
 
@@ -511,9 +478,8 @@ class BabouHook(RetryTiming, BaseHook):
         speed_window: float = _download.SPEED_WINDOW,
         export: Export | None = None,
     ) -> DownloadResult:
-        """Download the export's MP4 (:func:`._download.download`): destination checked first (missing
-        parent folders created), streamed, resumed only into the same file, at least ``min_speed``
-        bytes/s over each ``speed_window`` s. ``export``: its completed status, when just read (no GET)."""
+        """Download the export's MP4 (:func:`._download.download`; bounds and resumes: ``docs/design.md``);
+        ``export``: its completed status, when just read (no GET)."""
         pid, bounds = check_id("project", project_id), {"min_speed": min_speed, "speed_window": speed_window}
         return _download.download(self, pid, destination, overwrite=overwrite, export=export, **bounds)
 
@@ -571,13 +537,9 @@ class BabouHook(RetryTiming, BaseHook):
     async def aobserve(
         self, target: WaitTarget, *, due: float, timeout: float, limit: float | None = None
     ) -> Any:
-        """The triggerer's one GET for a wait, over the client and budget shared by every wait on the key.
-
-        :param due: when (``time.monotonic()``) this poll was due: the most overdue goes first.
-        :param timeout: seconds the GET itself may take.
-        :param limit: seconds for the whole call, the wait for a token of the key's budget included
-            (default ``timeout``).
-        """
+        """The triggerer's one GET for a wait, over the client and budget every wait on the key shares:
+        ``due`` (monotonic) orders the waiters, ``timeout`` bounds the GET, ``limit`` (default ``timeout``)
+        the whole call, the wait for a token included."""
         if self._shared is None:
             self._shared = await _async.acquire(await self.aconfig(), self._async_transport)
         return await _async.get(self._shared, target, due=due, timeout=timeout, limit=limit)
@@ -586,7 +548,7 @@ class BabouHook(RetryTiming, BaseHook):
         """One authenticated GET (no retries); the message names no connection id (the UI tests a
         copy of the connection saved under a random id)."""
         try:
-            self._config = _config.resolve(self, get_connection, name_conn=False)
+            self._config = connection.resolve(self, get_connection, name_conn=False)
             self._request("GET", endpoints.PROJECTS, params={"limit": 1}, retry=False)
         except BabouTransportError as exc:
             return False, f"Cannot reach {self.config.base_url}: {exc.sentence()}"

@@ -151,3 +151,17 @@ def test_a_completed_re_export_is_served_under_the_same_path(emulator: EmulatorC
     second_video = httpx.get(second).content
     assert second_video != first_video  # the new render, behind the same path
     assert httpx.get(first).content == second_video  # an older URL of the project serves it too
+
+
+def test_the_etag_is_the_export_and_if_range_honours_it(emulator: EmulatorControl) -> None:
+    """A resume can prove it continues the same file: ``If-Range`` with another export's ETag gets
+    the whole (new) file, with this one's the range."""
+    url = _download_url(emulator)
+    whole = httpx.get(url)
+    etag = whole.headers["etag"]
+    assert etag.startswith('"exp_')  # strong: no W/
+    same = httpx.get(url, headers={"Range": "bytes=10-", "If-Range": etag})
+    assert (same.status_code, same.content) == (206, whole.content[10:])
+    assert same.headers["etag"] == etag
+    other = httpx.get(url, headers={"Range": "bytes=10-", "If-Range": '"exp_older"'})
+    assert (other.status_code, other.content) == (200, whole.content)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_babou.exceptions import BabouDownloadStalledError, BabouServerError
+from airflow_provider_babou.exceptions import BabouDownloadStalledError, BabouNotFoundError, BabouServerError
 from airflow_provider_babou.hooks.babou import BabouHook
 from tests.download_server import DownloadServer, File, mp4
 from tests.keys import ALICE
@@ -52,7 +52,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_trickling_server_fails_within_the_bound(server, make_hook, tmp_path) -> None:
     # 40 bytes every 50 ms (800 B/s): 40 s for this file, far under the 20 kB/s asked for.
-    server.pick = lambda n: File(mp4(32_000), trickle=(40, 0.05))
+    server.pick = lambda n: File(mp4(32_000), etag='"v"', trickle=(40, 0.05))
     hook = make_hook(retry_deadline=2)
     started = time.monotonic()
     with pytest.raises(BabouDownloadStalledError, match="too slow"):
@@ -71,6 +71,28 @@ def test_deadline_bounds_a_download_that_keeps_pace(server, make_hook, tmp_path)
     with pytest.raises(BabouDownloadStalledError, match="deadline"):
         hook.download_export(PID, tmp_path / "v.mp4", min_speed=1, speed_window=0.5)
     assert time.monotonic() - started < 1.5 + 1
+    assert _leftovers(tmp_path) == []
+
+
+def test_the_deadline_bounds_trickling_headers(server, make_hook, tmp_path) -> None:
+    # About 6 s of headers, each byte well within the 5 s read timeout: only the deadline ends it.
+    server.pick = lambda n: File(mp4(1000), head_drip=0.05)
+    hook = make_hook(retry_deadline=30, deadline=time.time() + 1)
+    started = time.monotonic()
+    with pytest.raises(BabouDownloadStalledError, match="deadline"):
+        hook.download_export(PID, tmp_path / "v.mp4")
+    assert time.monotonic() - started < 1 + 0.5
+    assert _leftovers(tmp_path) == []
+
+
+def test_an_error_body_is_read_only_so_far(server, make_hook, tmp_path) -> None:
+    # A 4 MiB error page at about 1.3 MB/s: the error is raised after its first 64 KiB.
+    page = b"<html>gone</html>" + b" " * (4 << 20)
+    server.pick = lambda n: File(page, status=404, trickle=(64 * 1024, 0.05))
+    started = time.monotonic()
+    with pytest.raises(BabouNotFoundError, match="gone"):
+        make_hook().download_export(PID, tmp_path / "v.mp4")
+    assert time.monotonic() - started < 1
     assert _leftovers(tmp_path) == []
 
 
@@ -94,10 +116,19 @@ def _check(result, path: Path, data: bytes) -> None:
 
 
 def test_file_of_another_size_restarts(server, make_hook, tmp_path) -> None:
-    server.pick = lambda n: File(A, cut_after=20_000) if n == 0 else File(B)
+    # The same ETag (a server that reuses one): the size still tells the files apart.
+    server.pick = lambda n: File(A, etag='"a"', cut_after=20_000) if n == 0 else File(B, etag='"a"')
     result = make_hook().download_export(PID, tmp_path / "v.mp4")
     _check(result, tmp_path / "v.mp4", B)
     assert [r["range"] for r in server.requests] == [None, "bytes=20000-", None]
+
+
+def test_without_a_validator_a_cut_restarts_from_zero(server, make_hook, tmp_path) -> None:
+    # The same size proves nothing: another file of that size may be behind the URL now.
+    server.pick = lambda n: File(A, cut_after=20_000) if n == 0 else File(SAME_SIZE_B)
+    result = make_hook().download_export(PID, tmp_path / "v.mp4")
+    _check(result, tmp_path / "v.mp4", SAME_SIZE_B)
+    assert [r["range"] for r in server.requests] == [None, None]
 
 
 @pytest.mark.parametrize("honours_if_range", [True, False])
@@ -127,7 +158,7 @@ def test_refreshed_url_without_validator_restarts(server, make_hook, tmp_path) -
     server.pick = _expiring(File(A, cut_after=20_000), File(SAME_SIZE_B))
     result = make_hook().download_export(PID, tmp_path / "v.mp4")
     _check(result, tmp_path / "v.mp4", SAME_SIZE_B)
-    assert [r["range"] for r in server.requests] == [None, "bytes=20000-", None]
+    assert [r["range"] for r in server.requests] == [None, None, None]
     assert server.api_requests == 2  # the export, then its fresh URL
 
 

@@ -67,10 +67,10 @@ def test_chapters_and_prompts(hook: BabouHook) -> None:
     assert chapter.status is ChapterStatus.READY
     assert chapter.prompt_status(prompt_id) is PromptStatus.COMPLETED
     assert hook.get_chapter(project_id, chapter_id).find_prompt(prompt_id) is not None
-    found = hook.find_prompt(project_id, chapter_id, content="Show the logo")
+    found = hook.find_prompt_by_content(project_id, chapter_id, content="Show the logo")
     assert found is not None
     assert found.id == prompt_id
-    assert hook.find_prompt(project_id, chapter_id, content="other") is None
+    assert hook.find_prompt_by_content(project_id, chapter_id, content="other") is None
     no_duration = hook.create_chapter(project_id, name="Outro")
     assert no_duration.duration is None
 

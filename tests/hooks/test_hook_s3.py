@@ -160,7 +160,7 @@ def test_range_ignored_restarts_the_upload(mock_hook, s3_server, s3_bucket, loca
             )
         ranges.append(request.headers.get("Range"))
         body = CutShort() if len(ranges) == 1 else httpx.ByteStream(payload)
-        return httpx.Response(200, stream=body, headers={"Content-Length": str(len(payload))})
+        return httpx.Response(200, stream=body, headers={"Content-Length": str(len(payload)), "ETag": '"v"'})
 
     with local_disk:
         result = mock_hook(handler).download_export("prj_a", _target(s3_bucket))

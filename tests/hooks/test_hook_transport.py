@@ -11,14 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from airflow_provider_babou import storage
+from airflow_provider_babou import connection, storage
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
     BabouDownloadExpiredError,
     BabouInputError,
 )
-from airflow_provider_babou.hooks import _config, _http
+from airflow_provider_babou.hooks import _http
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import ExportStatus
 from airflow_provider_babou.polling import ExportTarget
@@ -51,7 +51,7 @@ DOWNLOAD = "GET /downloads/{project_id}.mp4"
     ],
 )
 def test_base_url_forms(host, port, schema, expected) -> None:
-    assert _config.build_base_url(host, port, schema) == expected
+    assert connection.build_base_url(host, port, schema) == expected
 
 
 def test_plain_http_refused_off_loopback(make_conn) -> None:
@@ -210,9 +210,7 @@ def test_key_never_leaks(make_conn, caplog, emulator: EmulatorControl) -> None:
 
 def test_key_registered_with_secrets_masker(hook: BabouHook, monkeypatch) -> None:
     masked: list[str] = []
-    monkeypatch.setattr(
-        "airflow_provider_babou.hooks._config.mask_secret", lambda s, *a, **k: masked.append(s)
-    )
+    monkeypatch.setattr("airflow_provider_babou.connection.mask_secret", lambda s, *a, **k: masked.append(s))
     _ = hook.config
     assert ALICE in masked
 

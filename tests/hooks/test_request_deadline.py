@@ -38,6 +38,7 @@ class TrickleServer:
         self.port = self.sock.getsockname()[1]
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.request_lines: list[str] = []
 
     def __enter__(self) -> TrickleServer:
         self._start(self._accept)
@@ -65,7 +66,8 @@ class TrickleServer:
     def _serve(self, conn: socket.socket) -> None:
         head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
         with conn, contextlib.suppress(OSError):
-            conn.recv(65536)  # the request (small, one read)
+            request = conn.recv(65536)  # the request (small, one read)
+            self.request_lines.append(request.partition(b"\r\n")[0].decode())
             if not self.headers_too:
                 conn.sendall(head.encode())
             for byte in (head.encode() if self.headers_too else b"") + BODY:
@@ -79,19 +81,25 @@ def fresh_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_budget, "_budgets", {})
 
 
+def _closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return int(sock.getsockname()[1])
+
+
 @contextlib.contextmanager
 def trickling_hook(
-    monkeypatch: pytest.MonkeyPatch, *, headers_too: bool, **extra: float
+    monkeypatch: pytest.MonkeyPatch, *, headers_too: bool, port: int | None = None, **extra: float
 ) -> Iterator[BabouHook]:
     with TrickleServer(headers_too=headers_too) as server:
         conn = {
             "conn_type": "babou",
-            "host": f"http://127.0.0.1:{server.port}/api/v1",
+            "host": f"http://127.0.0.1:{port or server.port}/api/v1",
             "password": ALICE,
             "extra": {"retry_deadline": 0, **extra},
         }
         monkeypatch.setenv("AIRFLOW_CONN_BABOU_TRICKLE", json.dumps(conn))
         hook = BabouHook("babou_trickle")
+        hook.trickle_server = server  # type: ignore[attr-defined]
         try:
             yield hook
         finally:
@@ -119,3 +127,22 @@ def test_a_blocking_wait_ends_by_its_deadline(monkeypatch: pytest.MonkeyPatch) -
         took = time.monotonic() - started
     # (the slack is the hook's first look-up of its connection, made before the wait starts its clock)
     assert took <= 2.5 + 0.25, f"a wait with timeout 2.5 s took {took:.2f} s"
+
+
+def test_a_proxy_from_the_environment_is_used_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HTTP_PROXY`` is honoured (the client keeps httpx's proxy mounts), and a request through the
+    proxy is bounded as a whole all the same: here the proxy is the trickling server, and nothing
+    listens at the connection's own address (a direct request would be refused at once)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    port = _closed_port()
+    with trickling_hook(monkeypatch, headers_too=True, port=port, timeout=1) as hook:
+        proxy = hook.trickle_server  # type: ignore[attr-defined]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        started = time.monotonic()
+        with pytest.raises(BabouTransportError, match="Timeout"):
+            hook.get_export("prj_1")
+        took = time.monotonic() - started
+    assert proxy.request_lines[0] == f"GET http://127.0.0.1:{port}/api/v1/projects/prj_1/export HTTP/1.1"
+    assert 0.9 <= took < 1.5, f"a GET through the proxy with timeout 1 s took {took:.1f} s"

@@ -20,6 +20,7 @@ from airflow_provider_babou.exceptions import (
     BabouTransportError,
     BabouValidationError,
 )
+from airflow_provider_babou.hooks import _deadline
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import PollPolicy
 from tests.unit.script import Script, Step, VirtualClock, fail, ok, scripted_hook
@@ -314,6 +315,23 @@ def test_a_key_paused_past_the_hook_deadline_gives_a_typed_error(monkeypatch: py
     assert len(script.requests) == 1  # the paused key sent nothing more
     assert info.value.method == "GET"
     assert "not sent" in info.value.message
+
+
+def test_the_request_after_a_long_wait_for_a_token_ends_by_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request after a wait for a token ends by the hook's deadline, not a full ``timeout`` later."""
+    script = Script(Step("GET", "/projects", ok(PROJECTS), forever=True))
+    hook = scripted_hook(monkeypatch, script, extra={"rate_limit": 0.1})  # a token every 10 s
+    clock = VirtualClock.install(monkeypatch)
+    ends: list[float] = []
+    bounded = _deadline.bounded
+    monkeypatch.setattr(_deadline, "bounded", lambda end: (ends.append(end), bounded(end))[1])
+    hook.list_projects()  # the bucket's one token
+    hook.deadline, deadline = time.time() + 12, time.monotonic() + 12
+    hook.list_projects()
+    assert clock.elapsed >= 10  # waited for the next token
+    assert ends[-1] <= deadline  # 2 s left for the request, not its 30 s timeout
 
 
 def test_retry_deadline_holds_while_the_key_is_paused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ import logging
 import httpx
 import pytest
 
+from airflow_provider_babou import exceptions
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
     BabouConflictError,
@@ -200,7 +201,7 @@ def test_error_for_response_scrubs_every_text(case: str) -> None:
 
 def test_key_shaped_text_is_scrubbed_even_without_the_secret() -> None:
     other = "sk-bab-someone-elses-key-1234567890"
-    cleaned = _http.scrub(f"keys {other} and Bearer abc.def-ghi and bearer\tXYZ123")
+    cleaned = exceptions.scrub(f"keys {other} and Bearer abc.def-ghi and bearer\tXYZ123")
     assert other[:12] not in cleaned
     assert "abc.def-ghi" not in cleaned
     assert "XYZ123" not in cleaned
@@ -208,7 +209,7 @@ def test_key_shaped_text_is_scrubbed_even_without_the_secret() -> None:
 
 def test_a_key_with_separator_characters_is_scrubbed_whole() -> None:
     odd = "sk-bab-ab,cd;ef&gh<ij>kl'mn\"op"
-    assert _leaks(_http.scrub(f"echo {odd} end", odd), odd) == []
+    assert _leaks(exceptions.scrub(f"echo {odd} end", odd), odd) == []
     err = _http.error_for_response(httpx.Response(500, text=f"echo {odd}", request=REQUEST), "GET", odd)
     assert ",cd;ef&gh" not in str(err)
 
@@ -217,7 +218,7 @@ def test_a_key_with_separator_characters_is_scrubbed_whole() -> None:
 def test_a_key_cut_by_the_length_limit_leaves_no_part_behind(inside: int) -> None:
     """The cut at 200 characters falls inside the key: it must have been scrubbed before."""
     odd = "sk-bab-ab,cdefghijklmnopqrstuvwxyz0123456789"  # the key pattern stops at ','
-    text = "x" * (_http.TEXT_CUT - inside) + odd + " tail"
+    text = "x" * (exceptions.TEXT_CUT - inside) + odd + " tail"
     secret_part = odd[len("sk-bab-") :]
     for body in ({"error": text}, {"error": "e", "hint": text}):
         err = _http.error_for_response(httpx.Response(500, json=body, request=REQUEST), "GET", odd)

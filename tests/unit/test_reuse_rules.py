@@ -27,7 +27,7 @@ def _chapter(*prompts: tuple[str, str, Any]) -> Chapter:
 def test_only_the_latest_prompt_renders() -> None:
     chapter = _chapter(("int_a", "A", NOW), ("int_b", "B", NOW))
     assert chapter.rendering_prompt("A") is None
-    assert chapter.latest_prompt("A") is not None  # still found by content, for find_prompt
+    assert chapter.latest_prompt("A") is not None  # still found by content, for find_prompt_by_content
     latest = chapter.rendering_prompt("B")
     assert latest is not None
     assert latest.id == "int_b"
