@@ -87,6 +87,13 @@ class BabouPollTrigger(BaseTrigger):
         ``None`` (and triggers serialised without it) holds nothing.
     :param target: import path of a ``WaitTarget`` class of this provider, for a wait with no
         trigger class of its own (set by :meth:`for_target`); ``None`` for the three triggers.
+    :param expected: ``[earliest, latest]`` UNIX times Babou expects the job done (its receipt's
+        ``estimated_time``, see :func:`~.polling.expected_window`): no polls long before, dense
+        polls inside. ``None`` (and triggers serialised without it): the usual cadence.
+
+    A wait polls every ``poll_interval`` while the key's budget has spare requests; when it is
+    short, the most overdue poll goes first and the cadence above (growing with the wait's age)
+    says when a poll is due (see :class:`~.polling.WaitClock`).
     """
 
     target_class: ClassVar[type[polling.WaitTarget]]
@@ -102,12 +109,14 @@ class BabouPollTrigger(BaseTrigger):
         max_consecutive_failures: int = DEFAULT_MAX_FAILURES,
         not_before: float | None = None,
         target: str | None = None,
+        expected: list[float] | tuple[float, float] | None = None,
         **ids: str,
     ) -> None:
         super().__init__()
         self.babou_conn_id = babou_conn_id
         self.end_time = _unix_time("end_time", end_time)
         self.not_before = None if not_before is None else _unix_time("not_before", not_before)
+        self.expected = None if expected is None else _window(expected)
         # Checked now, so a bad cadence (NaN, inf, <= 0) fails at defer() on the worker, not later.
         self.policy = polling.PollPolicy(poll_interval, poll_backoff, max_poll_interval)
         self.poll_interval, self.poll_backoff = float(poll_interval), float(poll_backoff)
@@ -129,15 +138,19 @@ class BabouPollTrigger(BaseTrigger):
         policy: polling.PollPolicy,
         max_failures: int = DEFAULT_MAX_FAILURES,
         not_before: float | None = None,
+        expected: tuple[float, float] | None = None,
     ) -> BabouPollTrigger:
         """The trigger that waits for ``target`` (the one way operators and sensors build one): its
         own class for the three documented waits, else this class told the target's import path."""
         known = TRIGGERS.get(type(target))
-        extra = {} if known else {"target": f"{type(target).__module__}.{type(target).__qualname__}"}
+        extra: dict[str, Any] = dict(target.ids())
+        if not known:
+            extra["target"] = f"{type(target).__module__}.{type(target).__qualname__}"
+        if expected:
+            extra["expected"] = expected
         return (known or BabouPollTrigger)(
             babou_conn_id=babou_conn_id,
             **extra,
-            **target.ids(),
             end_time=end_time,
             poll_interval=policy.interval,
             poll_backoff=policy.backoff,
@@ -172,6 +185,8 @@ class BabouPollTrigger(BaseTrigger):
             kwargs["not_before"] = self.not_before
         if self.target_path is not None:
             kwargs["target"] = self.target_path
+        if self.expected is not None:
+            kwargs["expected"] = list(self.expected)
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def _make_hook(self) -> BabouHook:
@@ -200,7 +215,7 @@ class BabouPollTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until done and yield exactly one event (see the module docstring for its shape)."""
         what = self.target.describe()
-        clock = WaitClock(self.end_time, self.policy, self.max_consecutive_failures)
+        clock = WaitClock(self.end_time, self.policy, self.max_consecutive_failures, expected=self.expected)
         progress = polling.Wait(self.target, clock)
         hook = self._make_hook()
         due = time.monotonic() + clock.first_delay()
@@ -242,8 +257,9 @@ class BabouPollTrigger(BaseTrigger):
                 elif state != logged[0] or clock.elapsed() - logged[1] >= PROGRESS_EVERY:
                     self.log.info("Babou %s is %r; next poll in %.1f s", what, state, step)
                     logged = (state, clock.elapsed())
-                await asyncio.sleep(step)
-                due = time.monotonic()
+                # Due after ``step`` (its claim on a busy key), it asks for a spare request sooner.
+                due = time.monotonic() + step
+                await asyncio.sleep(min(step, clock.early))
         finally:
             await hook.aclose()
 
@@ -278,6 +294,15 @@ def runs_in_line() -> bool:
     except ImportError:  # pragma: no cover
         return False
     return type(getattr(task_runner, "SUPERVISOR_COMMS", None)).__name__ == "InProcessSupervisorComms"
+
+
+def _window(value: Any) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise BabouInputError(f"expected must be [earliest, latest] UNIX times, got {value!r}")
+    low, high = (_unix_time("expected", v) for v in value)
+    if high < low:
+        raise BabouInputError(f"expected must be [earliest, latest], got {value!r}")
+    return low, high
 
 
 def _unix_time(name: str, value: Any) -> float:
