@@ -255,7 +255,7 @@ class BabouPollTrigger(BaseTrigger):
                 if logged is None:  # the first state is no news: the task logged it before deferring
                     logged = (state, clock.elapsed())
                 elif state != logged[0] or clock.elapsed() - logged[1] >= PROGRESS_EVERY:
-                    self.log.info("Babou %s is %r; next poll in %.1f s", what, state, step)
+                    self.log.info("Babou %s is %r; next poll due in %.1f s", what, state, step)
                     logged = (state, clock.elapsed())
                 # Due after ``step`` (its claim on a busy key), it asks for a spare request sooner.
                 due = time.monotonic() + step
