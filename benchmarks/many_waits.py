@@ -202,6 +202,9 @@ def child(spec_path: str, result_path: str) -> None:
             "waits": [[r["status"], r["at"]] for r in records],
         }
 
+    # Loaded in a running triggerer (its supervisor); else the first connection lookup imports it.
+    import airflow.sdk.execution_time.supervisor  # noqa: F401
+
     print("READY", flush=True)
     # From here on nothing may fill the stdout pipe (the parent stops reading it): point fd 1 at
     # stderr, which the parent sends to a log file.
@@ -211,7 +214,14 @@ def child(spec_path: str, result_path: str) -> None:
         raise SystemExit(f"expected GO on stdin, got {line!r}")
     windows = Path(spec_path.replace(".spec.json", ".expected.json"))
     expected: dict[str, list[float]] = json.loads(windows.read_text()) if windows.exists() else {}
-    result = asyncio.run(waits())
+    if os.environ.get("MANY_WAITS_PROFILE"):  # a cProfile of the waits, for finding CPU
+        import cProfile
+
+        profile = cProfile.Profile()
+        result = profile.runcall(asyncio.run, waits())
+        profile.dump_stats(os.environ["MANY_WAITS_PROFILE"] + f".{side}")
+    else:
+        result = asyncio.run(waits())
     Path(result_path).write_text(json.dumps(result))
 
 

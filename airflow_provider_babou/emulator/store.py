@@ -38,9 +38,9 @@ def iso(ts: float) -> str:
 
 
 def estimate(seconds: float) -> str:
-    """Babou's ``estimated_time`` for a job the emulator completes in ``seconds``: from two thirds to
-    twice that (Babou's "30-90 seconds" for a 45 s job), in minutes from a low end of one minute."""
-    low, high = math.floor(seconds * 2 / 3), max(1, math.ceil(seconds * 2))
+    """Babou's ``estimated_time`` for a job the emulator completes in exactly ``seconds``: from that
+    time to half as long again ("45-68 seconds"), in minutes from a low end of one minute."""
+    low, high = math.floor(seconds), max(1, math.ceil(seconds * 1.5))
     if low < 60:
         return f"{low}-{high} seconds"
     return f"{low // 60}-{math.ceil(high / 60)} minutes"
