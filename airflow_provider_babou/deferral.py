@@ -87,12 +87,14 @@ def defer_wait(
     min_deferral: float,
     method_name: str = "execute_complete",
     kwargs: dict[str, Any] | None = None,
+    expected: tuple[float, float] | None = None,
 ) -> None:
     """Defer ``task`` (an operator or sensor with :class:`RetryAwareResumeMixin`) on ``target``'s trigger.
 
     The deadline lives in the trigger as wall-clock time (``timeout=None``): a framework timeout
     would skip the resume method and lose the "what was pending" message. The trigger holds an
-    outcome until ``min_deferral`` seconds from now (Airflow's executor race).
+    outcome until ``min_deferral`` seconds from now (Airflow's executor race). ``expected``: when
+    Babou expects the job done (:func:`~.polling.expected_window`).
     """
     trigger = BabouPollTrigger.for_target(
         target,
@@ -101,6 +103,7 @@ def defer_wait(
         policy=policy,
         max_failures=max_failures,
         not_before=time.time() + min_deferral if min_deferral else None,
+        expected=expected,
     )
     task.record_deferring_try(context)
     task.defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -83,6 +84,31 @@ class PollPolicy:
         while True:
             yield delay
             delay = min(delay * self.backoff, self.max_interval)
+
+
+_ESTIMATE = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(?:(?:-|\u2013|to)\s*(\d+(?:\.\d+)?)\s*)?(second|sec|s|minute|min|m|hour|hr|h)",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_estimate(text: object) -> tuple[float, float] | None:
+    """Babou's ``estimated_time`` (``"30-90 seconds"``, ``"2-5 minutes"``) as ``(low, high)`` seconds;
+    ``None`` when it reads as neither (it is free text: a wait then keeps its usual cadence)."""
+    found = _ESTIMATE.search(text) if isinstance(text, str) else None
+    if found is None:
+        return None
+    unit = _UNIT_SECONDS[found[3][0].lower()]
+    low = float(found[1]) * unit
+    high = float(found[2]) * unit if found[2] else low
+    return (low, high) if high >= low else None
+
+
+def expected_window(estimate: object, started: float) -> tuple[float, float] | None:
+    """When a job started at ``started`` (UNIX seconds) should be done, by Babou's ``estimate``."""
+    span = parse_estimate(estimate)
+    return None if span is None else (started + span[0], started + span[1])
 
 
 @dataclass(frozen=True)
@@ -236,18 +262,37 @@ class AssetTarget(WaitTarget):
 class WaitClock:
     """The pacing of one wait: poll delays, the transient-error budget and a wall-clock deadline.
 
+    Each step gives two delays. The one returned is when the next poll is *due*: the user's
+    :class:`PollPolicy`, growing with the wait's age, is its claim on a busy key's budget (a
+    trigger's gate serves the most overdue first). :attr:`early` is how soon it may poll when the
+    key has spare requests: ``policy.interval``, never sooner. A blocking wait has no shared
+    budget to spend and sleeps the due delay.
+
     :param end_time: absolute deadline, UNIX seconds (wall clock: it survives a triggerer restart).
     :param policy: the poll cadence.
     :param max_failures: transient errors tolerated in a row; one more is raised.
+    :param expected: when Babou expects the job done, ``(earliest, latest)`` UNIX seconds (from a
+        receipt's ``estimated_time``, see :func:`expected_window`): before the window a wait polls
+        at most every ``max_interval``, inside it every ``interval``, after it as without one.
     """
 
-    def __init__(self, end_time: float, policy: PollPolicy, max_failures: int) -> None:
+    def __init__(
+        self,
+        end_time: float,
+        policy: PollPolicy,
+        max_failures: int,
+        *,
+        expected: tuple[float, float] | None = None,
+    ) -> None:
         self.end_time = end_time
         self.failures = 0
         self.max_failures = max_failures
         self.policy = policy
+        self.expected = expected
         self._delays = policy.delays()
         self.started = time.monotonic()
+        #: Seconds after the last poll from which the next may take a spare request of the key.
+        self.early = policy.interval
 
     def remaining(self) -> float:
         """Seconds left before the deadline (negative once past it)."""
@@ -259,18 +304,39 @@ class WaitClock:
 
     def first_delay(self) -> float:
         """The delay before a deferred wait's first poll: its operator or sensor has just looked."""
-        return self._cut(self.policy.interval)
+        before = self._before_window()
+        return self._cut(self.policy.interval if before is None else max(self.policy.interval, before))
+
+    def _before_window(self) -> float | None:
+        """The delay before a poll while Babou's window has not opened (``None`` once it has)."""
+        if self.expected is None or time.time() >= self.expected[0]:
+            return None
+        # Not long before it; but an estimate can be wrong, so at the user's slowest pace until then.
+        return min(self.policy.max_interval, self.expected[0] - time.time())
 
     def observed(self) -> float:
-        """Record a good observation; return the delay before the next one, cut to the deadline.
+        """Record a good observation; return the delay before the next one is due, cut to the deadline.
 
-        The delay grows with the wait's age as well as with each poll (at least ``backoff - 1``
-        times the time waited so far), so a wait whose polls were held back by a busy key's
-        budget does not come back at a beginner's pace and crowd that budget further.
+        The due delay grows with the wait's age as well as with each poll (at least ``backoff - 1``
+        times the time waited so far, or since Babou's window closed), so on a busy key the
+        youngest waits are polled first and old ones do not crowd them; inside Babou's window it
+        stays at ``interval``. A wait may poll sooner (:attr:`early`) when the key has room.
         """
         self.failures = 0
-        by_age = min(self.policy.max_interval, (self.policy.backoff - 1) * self.elapsed())
-        return self._cut(max(next(self._delays), by_age))
+        before = self._before_window()
+        if before is not None:
+            self.early = delay = before
+        elif self.expected is not None and time.time() <= self.expected[1]:
+            self.early = delay = self.policy.interval  # the job is due: look often
+        else:
+            since = self.elapsed()
+            if self.expected is not None:
+                since = min(since, time.time() - self.expected[1])
+            by_age = min(self.policy.max_interval, (self.policy.backoff - 1) * since)
+            delay = max(next(self._delays), by_age)
+            self.early = self.policy.interval
+        self.early = self._cut(min(self.early, delay))
+        return self._cut(delay)
 
     def failed(self, error: BabouError) -> float:
         """Record a failed observation: re-raise it unless transient and tolerated; else the delay.
@@ -284,7 +350,8 @@ class WaitClock:
             raise error
         # A wait's retry is its next poll, on the wait's own cadence; a Retry-After pushes it back.
         retry_after = getattr(error, "retry_after", None)
-        return self._cut(max(next(self._delays), retry_after or 0.0))
+        self.early = delay = self._cut(max(next(self._delays), retry_after or 0.0))  # never sooner
+        return delay
 
     def _cut(self, delay: float) -> float:
         return max(0.0, min(delay, self.remaining()))

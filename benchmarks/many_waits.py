@@ -106,6 +106,8 @@ def child(spec_path: str, result_path: str) -> None:
         from airflow_provider_babou.triggers.babou import BabouExportTrigger
 
         def make(project_id: str, end_time: float) -> Any:
+            # As BabouStartExportOperator does: the receipt's estimated_time, as UNIX times.
+            window = expected.get(project_id)
             return BabouExportTrigger(
                 babou_conn_id=BABOU_CONN_ID,
                 project_id=project_id,
@@ -113,6 +115,7 @@ def child(spec_path: str, result_path: str) -> None:
                 poll_interval=spec["poll_interval"],
                 poll_backoff=spec["poll_backoff"],
                 max_poll_interval=spec["max_poll_interval"],
+                **({"expected": window} if window else {}),
             )
 
     else:
@@ -199,6 +202,9 @@ def child(spec_path: str, result_path: str) -> None:
             "waits": [[r["status"], r["at"]] for r in records],
         }
 
+    # Loaded in a running triggerer (its supervisor); else the first connection lookup imports it.
+    import airflow.sdk.execution_time.supervisor  # noqa: F401
+
     print("READY", flush=True)
     # From here on nothing may fill the stdout pipe (the parent stops reading it): point fd 1 at
     # stderr, which the parent sends to a log file.
@@ -206,7 +212,16 @@ def child(spec_path: str, result_path: str) -> None:
     line = _read_line(sys.stdin, READY_TIMEOUT + 600)
     if line != "GO":
         raise SystemExit(f"expected GO on stdin, got {line!r}")
-    result = asyncio.run(waits())
+    windows = Path(spec_path.replace(".spec.json", ".expected.json"))
+    expected: dict[str, list[float]] = json.loads(windows.read_text()) if windows.exists() else {}
+    if os.environ.get("MANY_WAITS_PROFILE"):  # a cProfile of the waits, for finding CPU
+        import cProfile
+
+        profile = cProfile.Profile()
+        result = profile.runcall(asyncio.run, waits())
+        profile.dump_stats(os.environ["MANY_WAITS_PROFILE"] + f".{side}")
+    else:
+        result = asyncio.run(waits())
     Path(result_path).write_text(json.dumps(result))
 
 
@@ -273,7 +288,15 @@ def _spawn(
         cwd=ROOT,
         env=os.environ.copy(),
     )
-    return {"proc": proc, "log": log, "log_path": log_path, "result_path": result_path, "n": len(project_ids)}
+    return {
+        "proc": proc,
+        "log": log,
+        "log_path": log_path,
+        "result_path": result_path,
+        "n": len(project_ids),
+        "ids": project_ids,
+        "expected_path": tmp / f"{tag}.expected.json",
+    }
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -293,6 +316,7 @@ def run_cell(side: str, n: int, procs: int, args: argparse.Namespace) -> dict[st
     import httpx
 
     from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess
+    from airflow_provider_babou.polling import expected_window
 
     cell_started = time.monotonic()
     emulator_args = [
@@ -337,10 +361,16 @@ def run_cell(side: str, n: int, procs: int, args: argparse.Namespace) -> dict[st
                         tail = c["log_path"].read_text(errors="replace")[-3000:]
                         raise RuntimeError(f"event-loop process not ready in {READY_TIMEOUT:.0f} s:\n{tail}")
                 posted = {}
+                windows: dict[str, tuple[float, float] | None] = {}
                 for pid in project_ids:
                     t0 = time.time()
-                    client.post(f"/projects/{pid}/export").raise_for_status()
+                    receipt = client.post(f"/projects/{pid}/export").raise_for_status().json()
                     posted[pid] = (t0 + time.time()) / 2
+                    windows[pid] = expected_window(receipt.get("estimated_time"), t0)
+                if args.estimate:
+                    for c in children:
+                        part = {p: w for p, w in windows.items() if p in set(c["ids"]) and w}
+                        c["expected_path"].write_text(json.dumps(part))
             control.configure(rate_limit=args.rate, rate_burst=args.burst)
             before = control.stats(KEY)["key"]
             emu_cpu_before = _proc_cpu_s(emulator.pid)
@@ -550,7 +580,9 @@ def render_section(
         f"{args.rate:g} requests/s (burst {args.burst}); BabouExportTrigger poll {args.poll_interval:g} s "
         f"x{args.poll_backoff:g} up to {args.max_poll_interval:g} s (defaults), HttpEventTrigger "
         f"poll_interval={args.peer_poll_interval:g} (its other arguments default); deadline "
-        f"{args.deadline:g} s after the waits start"
+        f"{args.deadline:g} s after the waits start; BabouExportTrigger "
+        + ("given" if args.estimate else "not given")
+        + " the receipt's estimated_time"
     )
     lines = [
         f"## {args.label}",
@@ -636,6 +668,12 @@ def main() -> None:
     parser.add_argument("--max-poll-interval", type=float, default=30.0)
     parser.add_argument("--peer-poll-interval", type=float, default=5.0)
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds after the waits start")
+    parser.add_argument(
+        "--estimate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give our triggers the export receipt's estimated_time, as the operator does",
+    )
     parser.add_argument("--quick", action="store_true", help="N=50, 5 s exports, results not written")
     parser.add_argument("--label", default="before (old trigger)", help="results section heading")
     parser.add_argument("--output", type=Path, default=None, help=f"results file (default {RESULTS})")

@@ -144,7 +144,7 @@ class CampaignWork:
                 )
                 chapter_id, made = made_chapter.id, not existed
                 rec.chapter_ids[chapter.name] = chapter_id
-            prompt_id, _, _ = submit_or_attach(
+            prompt_id, _, _, _ = submit_or_attach(
                 hook, rec.project_id, chapter_id, chapter.prompt, force=False, new_chapter=made
             )
             rec.prompt_ids[chapter.name] = prompt_id

@@ -7,6 +7,7 @@ Every public method takes the store's lock.
 
 from __future__ import annotations
 
+import math
 import secrets
 import string
 import threading
@@ -34,6 +35,15 @@ def new_id(prefix: str) -> str:
 def iso(ts: float) -> str:
     """Whole-second UTC ISO 8601 with ``Z``."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def estimate(seconds: float) -> str:
+    """Babou's ``estimated_time`` for a job the emulator completes in exactly ``seconds``: from that
+    time to half as long again ("45-68 seconds"), in minutes from a low end of one minute."""
+    low, high = math.floor(seconds), max(1, math.ceil(seconds * 1.5))
+    if low < 60:
+        return f"{low}-{high} seconds"
+    return f"{low // 60}-{math.ceil(high / 60)} minutes"
 
 
 class ApiError(Exception):
@@ -374,7 +384,7 @@ class Store:
                 "prompt_id": prompt.id,
                 "status": "processing",
                 "message": "Prompt processing started",
-                "estimated_time": "30-90 seconds",
+                "estimated_time": estimate(self.config.prompt_seconds),
             }
 
     # -- exports ---------------------------------------------------------------------------------
@@ -415,7 +425,8 @@ class Store:
             )
             project.export = export
             self._exports[export.id] = export
-            return {"status": "queued", "message": "Export started", "estimated_time": "2-5 minutes"}
+            took = self.config.export_queued_seconds + self.config.export_processing_seconds
+            return {"status": "queued", "message": "Export started", "estimated_time": estimate(took)}
 
     def export_status(self, key: str, project_id: str) -> tuple[str, str | None, int]:
         """The project's latest export as (status, error or None, video seconds)."""

@@ -105,9 +105,9 @@ class SharedClient:
     users: int = 0
 
 
-_configs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, tuple[float, ClientConfig]]] = (
-    weakref.WeakKeyDictionary()
-)
+_configs: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[Any, tuple[float, asyncio.Future[ClientConfig]]]
+] = weakref.WeakKeyDictionary()
 #: Seconds a resolved connection is shared by the waits of one loop: a thousand waits starting
 #: together look it up once, and a changed connection is seen within a minute.
 CONFIG_TTL = 60.0
@@ -119,8 +119,14 @@ async def shared_config(key: Any, resolve: Callable[[], Awaitable[ClientConfig]]
     now = time.monotonic()
     cached = configs.get(key)
     if cached is None or cached[0] < now:
-        cached = configs[key] = (now + CONFIG_TTL, await resolve())
-    return cached[1]
+        # The lookup itself is shared: waits that start together would each miss the cache.
+        cached = configs[key] = (now + CONFIG_TTL, asyncio.ensure_future(resolve()))
+    try:
+        return await asyncio.shield(cached[1])  # one wait cancelled does not cancel the others' lookup
+    except Exception:
+        if configs.get(key) is cached:
+            del configs[key]  # a failed lookup is not kept: the next wait tries again
+        raise
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], SharedClient]] = (
@@ -177,9 +183,12 @@ async def get(
     left = max(0.1, min(timeout, end - loop.time()))
     try:
         # The whole request is bounded, not each read (a trickle of bytes would outlive those):
-        # aiohttp's total timeout does it, and the cancel scope for an httpx client too.
-        with anyio.fail_after(left):
+        # aiohttp's total timeout does it, and a cancel scope for an httpx client (a test's).
+        if isinstance(shared.client, AiohttpClient):
             response = await shared.client.get(url, timeout=left)
+        else:
+            with anyio.fail_after(left):
+                response = await shared.client.get(url, timeout=left)
     except (TimeoutError, asyncio.TimeoutError):
         raise _timed_out(url, f"no complete answer within {left:.1f} s") from None
     except httpx.TransportError as exc:

@@ -503,9 +503,11 @@ class BabouHook(RetryTiming, BaseHook):
         poll: PollPolicy = _DEFAULT_POLL,
         timeout: float,
         max_failures: int = polling.DEFAULT_MAX_FAILURES,
+        expected: tuple[float, float] | None = None,
     ) -> Any:
         """Poll ``target`` until done (:func:`~airflow_provider_babou.polling.wait`); return the object."""
-        clock = WaitClock(time.time() + polling.check_seconds("timeout", timeout), poll, max_failures)
+        end_time = time.time() + polling.check_seconds("timeout", timeout)
+        clock = WaitClock(end_time, poll, max_failures, expected=expected)
         observe = lambda seconds: self.observe(target, retry=False, timeout=seconds)  # noqa: E731
         return polling.wait(observe, target, clock, self.config.timeout)
 

@@ -133,8 +133,11 @@ class BabouWaitingOperator(BabouBaseOperator):
         method_name: str = "execute_complete",
         kwargs: dict[str, Any] | None = None,
         end_time: float | None = None,
+        expected: tuple[float, float] | None = None,
     ) -> Any:
         """Wait for ``target``: defer on its trigger (resuming in ``method_name``), or block and return it.
+
+        ``expected``: when Babou expects the job done (:func:`~.polling.expected_window` of a receipt).
 
         A deferrable wait first polls in the task for ``poll_before_defer`` seconds, and its trigger
         holds an outcome until ``min_deferral`` seconds after the deferral.
@@ -146,7 +149,7 @@ class BabouWaitingOperator(BabouBaseOperator):
         if self.deferrable and self.poll_before_defer > 0:
             grace = min(self.poll_before_defer, remaining)
             try:
-                return hook.wait(target, poll=self.poll_policy(), timeout=grace)
+                return hook.wait(target, poll=self.poll_policy(), timeout=grace, expected=expected)
             except BabouWaitTimeoutError:
                 if grace >= remaining:
                     raise  # the whole wait fitted in the grace: it timed out
@@ -162,5 +165,6 @@ class BabouWaitingOperator(BabouBaseOperator):
                 min_deferral=self.min_deferral,
                 method_name=method_name,
                 kwargs=kwargs,
+                expected=expected,
             )
-        return hook.wait(target, poll=self.poll_policy(), timeout=remaining)
+        return hook.wait(target, poll=self.poll_policy(), timeout=remaining, expected=expected)

@@ -32,6 +32,7 @@ from airflow_provider_babou.exceptions import (
 )
 from airflow_provider_babou.links import BabouVideoLink
 from airflow_provider_babou.models import Chapter, Project, PromptStatus, aware
+from airflow_provider_babou.polling import expected_window
 from airflow_provider_babou.storage import S3_SCHEMES, check_destination
 from airflow_provider_babou.validation import DESCRIPTION_MAX
 
@@ -233,9 +234,10 @@ def ensure_chapter(
 
 def submit_or_attach(
     hook: BabouHook, project_id: str, chapter_id: str, content: str, *, force: bool, new_chapter: bool = False
-) -> tuple[str, PromptStatus, bool]:
+) -> tuple[str, PromptStatus, bool, tuple[float, float] | None]:
     """Attach to the chapter's latest prompt if it has this content, or submit; return
-    ``(prompt_id, status, reused)``.
+    ``(prompt_id, status, reused, expected)``, ``expected`` when Babou estimates the prompt done
+    (:func:`~.polling.expected_window` of the receipt; ``None`` when attached).
 
     Only the latest prompt is what an export renders, so only it is reused, and only while
     processing or completed (a retry never submits twice). An older prompt with this content, or a
@@ -247,7 +249,8 @@ def submit_or_attach(
         latest = chapter.rendering_prompt(content)
         status = chapter.prompt_status(latest.id) if latest is not None else PromptStatus.UNKNOWN
         if latest is not None and status in (PromptStatus.PROCESSING, PromptStatus.COMPLETED):
-            return latest.id, status, True
+            return latest.id, status, True, None
+    started = time.time()
     try:
         receipt = hook.submit_prompt(project_id, chapter_id, content=content, force=force)
     except BabouConflictError as err:
@@ -256,34 +259,31 @@ def submit_or_attach(
             "or pass force=True to cancel it and run this one"
         )
         raise
-    return receipt.prompt_id, receipt.status, False
+    return receipt.prompt_id, receipt.status, False, expected_window(receipt.estimated_time, started)
 
 
 def start_or_attach_export(
     hook: BabouHook, project_id: str, *, reuse_completed: bool, first: bool = False
-) -> str:
-    """Make sure an export is in flight or done; say which: ``attached``, ``reused`` or ``started``.
+) -> tuple[str, tuple[float, float] | None]:
+    """Make sure an export is in flight or done; say which (``attached``, ``reused`` or
+    ``started``) and, once started, when Babou expects it done (:func:`~.polling.expected_window`).
 
     :param reuse_completed: take a completed export as this task's (a retry that changed nothing).
     :param first: the caller knows no export was ever asked for (see :meth:`BabouHook.start_export`).
     """
-    if first:
-        try:
-            hook.start_export(project_id, first=True)
-        except BabouConflictError:
-            return "attached"
-        return "started"
-    if hook.get_project(project_id).active_export_id:
-        return "attached"
-    if reuse_completed:
-        export = hook.find_export(project_id)
-        if export is not None and export.status.is_success:
-            return "reused"
+    if not first:
+        if hook.get_project(project_id).active_export_id:
+            return "attached", None
+        if reuse_completed:
+            export = hook.find_export(project_id)
+            if export is not None and export.status.is_success:
+                return "reused", None
+    started = time.time()
     try:
-        hook.start_export(project_id)
+        receipt = hook.start_export(project_id, first=first)
     except BabouConflictError:
-        return "attached"  # started meanwhile, e.g. by an earlier try whose answer was lost
-    return "started"
+        return "attached", None  # started meanwhile, e.g. by an earlier try whose answer was lost
+    return "started", expected_window(receipt.estimated_time, started)
 
 
 #: The default connection of a scheme whose Airflow file system, given none, would fall back on

@@ -82,9 +82,10 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
             return self.poll_until_complete(self._start(reuse_completed=reuse), context)
 
     def _start(self, *, reuse_completed: bool) -> JsonValue:
-        how = start_or_attach_export(self.hook, self.project_id, reuse_completed=reuse_completed)
+        how, expected = start_or_attach_export(self.hook, self.project_id, reuse_completed=reuse_completed)
         export_id = self.hook.get_project(self.project_id).active_export_id
         self.log.info("Export of project %s %s (%s)", self.project_id, how, export_id or "no export id")
+        self._expected = expected  # for this try's wait; a later try reconnecting has no estimate
         return {"project_id": self.project_id, "export_id": export_id}
 
     # -- ResumableJobMixin -------------------------------------------------------------------
@@ -114,7 +115,7 @@ class BabouStartExportOperator(ResumableJobMixin, BabouWaitingOperator):
         target = ExportTarget(self.project_id)
         export = self.hook.get_export(self.project_id)
         if self.wait_for_completion and not export.status.is_terminal:
-            export = self.wait_for(context, self.hook, target)
+            export = self.wait_for(context, self.hook, target, expected=getattr(self, "_expected", None))
         if self.wait_for_completion and not export.status.is_success:
             raise BabouJobFailedError(export_state(export).failure(target.describe()))
         return self._result(context, export)

@@ -69,7 +69,7 @@ class BabouSubmitPromptOperator(BabouWaitingOperator):
         content = check_prompt(self.content)
         with self.session() as hook:
             target = PromptTarget(self.project_id, self.chapter_id, "pending")  # checks both ids first
-            prompt_id, status, reused = submit_or_attach(
+            prompt_id, status, reused, expected = submit_or_attach(
                 hook, target.project_id, target.chapter_id, content, force=self.force
             )
             target = PromptTarget(target.project_id, target.chapter_id, prompt_id)
@@ -87,7 +87,7 @@ class BabouSubmitPromptOperator(BabouWaitingOperator):
             }
             if not self.wait_for_completion:
                 return result
-            chapter = self.wait_for(context, hook, target, kwargs={"reused": reused})
+            chapter = self.wait_for(context, hook, target, kwargs={"reused": reused}, expected=expected)
             return _result(chapter.model_dump(mode="json"), prompt_id, result)
 
     def execute_complete(

@@ -218,7 +218,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
                     chapter, found = ensure_chapter(
                         hook, project.id, name=spec.name, duration=spec.duration, new_project=not reused
                     )
-                    prompt_id, _, attached = submit_or_attach(
+                    prompt_id, _, attached, _ = submit_or_attach(
                         hook, project.id, chapter.id, spec.prompt, force=False, new_chapter=not found
                     )
                     progress.chapters.append(
@@ -326,12 +326,18 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
                     end_time=progress.deadline,
                 )
         reuse = not progress.resubmitted and try_number(context) > 1
-        how = start_or_attach_export(hook, progress.project_id, reuse_completed=reuse)
+        how, expected = start_or_attach_export(hook, progress.project_id, reuse_completed=reuse)
         self.log.info("Export of project %s %s", progress.project_id, how)
-        return self._wait_export(context, hook, progress, destination)
+        return self._wait_export(context, hook, progress, destination, expected=expected)
 
     def _wait_export(
-        self, context: Context, hook: BabouHook, progress: VideoProgress, destination: Any
+        self,
+        context: Context,
+        hook: BabouHook,
+        progress: VideoProgress,
+        destination: Any,
+        *,
+        expected: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
         assert progress.project_id is not None
         target = ExportTarget(progress.project_id)
@@ -339,7 +345,13 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
         if not export.status.is_terminal:
             kwargs = {"progress": progress.model_dump(mode="json")}
             export = self.wait_for(
-                context, hook, target, method_name="resume_export", kwargs=kwargs, end_time=progress.deadline
+                context,
+                hook,
+                target,
+                method_name="resume_export",
+                kwargs=kwargs,
+                end_time=progress.deadline,
+                expected=expected,
             )
         if not export.status.is_success:
             raise BabouJobFailedError(export_state(export).failure(target.describe()))

@@ -21,7 +21,7 @@ import importlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -87,6 +87,13 @@ class BabouPollTrigger(BaseTrigger):
         ``None`` (and triggers serialised without it) holds nothing.
     :param target: import path of a ``WaitTarget`` class of this provider, for a wait with no
         trigger class of its own (set by :meth:`for_target`); ``None`` for the three triggers.
+    :param expected: ``[earliest, latest]`` UNIX times Babou expects the job done (its receipt's
+        ``estimated_time``, see :func:`~.polling.expected_window`): no polls long before, dense
+        polls inside. ``None`` (and triggers serialised without it): the usual cadence.
+
+    A wait polls every ``poll_interval`` while the key's budget has spare requests; when it is
+    short, the most overdue poll goes first and the cadence above (growing with the wait's age)
+    says when a poll is due (see :class:`~.polling.WaitClock`).
     """
 
     target_class: ClassVar[type[polling.WaitTarget]]
@@ -102,12 +109,14 @@ class BabouPollTrigger(BaseTrigger):
         max_consecutive_failures: int = DEFAULT_MAX_FAILURES,
         not_before: float | None = None,
         target: str | None = None,
+        expected: list[float] | tuple[float, float] | None = None,
         **ids: str,
     ) -> None:
         super().__init__()
         self.babou_conn_id = babou_conn_id
         self.end_time = _unix_time("end_time", end_time)
         self.not_before = None if not_before is None else _unix_time("not_before", not_before)
+        self.expected = None if expected is None else _window(expected)
         # Checked now, so a bad cadence (NaN, inf, <= 0) fails at defer() on the worker, not later.
         self.policy = polling.PollPolicy(poll_interval, poll_backoff, max_poll_interval)
         self.poll_interval, self.poll_backoff = float(poll_interval), float(poll_backoff)
@@ -129,15 +138,19 @@ class BabouPollTrigger(BaseTrigger):
         policy: polling.PollPolicy,
         max_failures: int = DEFAULT_MAX_FAILURES,
         not_before: float | None = None,
+        expected: tuple[float, float] | None = None,
     ) -> BabouPollTrigger:
         """The trigger that waits for ``target`` (the one way operators and sensors build one): its
         own class for the three documented waits, else this class told the target's import path."""
         known = TRIGGERS.get(type(target))
-        extra = {} if known else {"target": f"{type(target).__module__}.{type(target).__qualname__}"}
+        extra: dict[str, Any] = dict(target.ids())
+        if not known:
+            extra["target"] = f"{type(target).__module__}.{type(target).__qualname__}"
+        if expected:
+            extra["expected"] = expected
         return (known or BabouPollTrigger)(
             babou_conn_id=babou_conn_id,
             **extra,
-            **target.ids(),
             end_time=end_time,
             poll_interval=policy.interval,
             poll_backoff=policy.backoff,
@@ -172,6 +185,8 @@ class BabouPollTrigger(BaseTrigger):
             kwargs["not_before"] = self.not_before
         if self.target_path is not None:
             kwargs["target"] = self.target_path
+        if self.expected is not None:
+            kwargs["expected"] = list(self.expected)
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def _make_hook(self) -> BabouHook:
@@ -200,50 +215,38 @@ class BabouPollTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until done and yield exactly one event (see the module docstring for its shape)."""
         what = self.target.describe()
-        clock = WaitClock(self.end_time, self.policy, self.max_consecutive_failures)
+        clock = WaitClock(self.end_time, self.policy, self.max_consecutive_failures, expected=self.expected)
         progress = polling.Wait(self.target, clock)
         hook = self._make_hook()
-        due = time.monotonic() + clock.first_delay()
         logged: tuple[str, float] | None = None  # the state and time of the last progress line
+
+        def on_poll(result: Any, step: float) -> None:
+            nonlocal logged
+            if isinstance(result, BabouError):
+                self.log.warning("Polling %s failed (%d in a row): %s", what, clock.failures, result)
+            state = progress.last.state if progress.last else "unknown"
+            # A progress line when the state changes, else once a minute: a triggerer holds
+            # a thousand waits, and a line per poll would cost more than the poll.
+            if logged is None:  # the first state is no news: the task logged it before deferring
+                logged = (state, clock.elapsed())
+            elif state != logged[0] or clock.elapsed() - logged[1] >= PROGRESS_EVERY:
+                self.log.info("Babou %s is %r; next poll due in %.1f s", what, state, step)
+                logged = (state, clock.elapsed())
+
         self.log.info("Waiting for Babou %s for at most %.0f s", what, clock.remaining())
         try:
-            await asyncio.sleep(due - time.monotonic())
-            while True:
-                result: Any
-                try:
-                    config = await hook.aconfig()
-                    # Waiting in the key's queue is not a failure: only the deadline bounds it.
-                    timeout, limit = clock.request_timeout(config.timeout), clock.request_timeout(math.inf)
-                    result = await hook.aobserve(self.target, due=due, timeout=timeout, limit=limit)
-                except BabouError as err:
-                    result = err
-                except Exception as err:
-                    # A bug or an unparseable answer: an event, so the task fails with a message
-                    # instead of waiting for a trigger that died.
-                    self.log.exception("Unexpected error while polling %s", what)
-                    message = f"Stopped waiting for {what}: {type(err).__name__}: {err}"
-                    await self._hold(what, "unknown")
-                    outcome = polling.Outcome("error", message, progress.last)
-                    yield self._event(outcome, clock, type(err).__name__)
-                    return
-                step = progress.after(result)
-                if isinstance(step, polling.Outcome):
-                    if step.status != "timeout":  # a timeout is at the deadline: nothing to hold
-                        await self._hold(what, step.last.state if step.last else "unknown")
-                    yield self._event(step, clock)
-                    return
-                if isinstance(result, BabouError):
-                    self.log.warning("Polling %s failed (%d in a row): %s", what, clock.failures, result)
-                state = progress.last.state if progress.last else "unknown"
-                # A progress line when the state changes, else once a minute: a triggerer holds
-                # a thousand waits, and a line per poll would cost more than the poll.
-                if logged is None:  # the first state is no news: the task logged it before deferring
-                    logged = (state, clock.elapsed())
-                elif state != logged[0] or clock.elapsed() - logged[1] >= PROGRESS_EVERY:
-                    self.log.info("Babou %s is %r; next poll in %.1f s", what, state, step)
-                    logged = (state, clock.elapsed())
-                await asyncio.sleep(step)
-                due = time.monotonic()
+            error_type = None
+            try:
+                outcome = await follow(hook, progress, on_poll=on_poll)
+            except Exception as err:
+                # A bug or an unparseable answer: an event, so the task fails with a message
+                # instead of waiting for a trigger that died.
+                self.log.exception("Unexpected error while polling %s", what)
+                message = f"Stopped waiting for {what}: {type(err).__name__}: {err}"
+                outcome, error_type = polling.Outcome("error", message, progress.last), type(err).__name__
+            if outcome.status != "timeout":  # a timeout is at the deadline: nothing to hold
+                await self._hold(what, outcome.last.state if outcome.last else "unknown")
+            yield self._event(outcome, clock, error_type)
         finally:
             await hook.aclose()
 
@@ -270,6 +273,37 @@ class BabouPollTrigger(BaseTrigger):
         )
 
 
+async def follow(
+    hook: BabouHook, progress: polling.Wait, *, on_poll: Callable[[Any, float], None] | None = None
+) -> polling.Outcome:
+    """Poll ``progress``'s target over the triggerer's shared client until its wait ends; return how.
+
+    Each round is one GET through :meth:`BabouHook.aobserve` (no retry inside: this loop is the
+    retry), judged by :meth:`polling.Wait.after`. ``on_poll(result, delay)`` hears each round that
+    did not end the wait. An error that is not a :class:`BabouError` (a bug) is raised.
+    """
+    clock = progress.clock
+    due = time.monotonic() + clock.first_delay()
+    await asyncio.sleep(due - time.monotonic())
+    while True:
+        result: Any
+        try:
+            config = await hook.aconfig()
+            # Waiting in the key's queue is not a failure: only the deadline bounds it.
+            timeout, limit = clock.request_timeout(config.timeout), clock.request_timeout(math.inf)
+            result = await hook.aobserve(progress.target, due=due, timeout=timeout, limit=limit)
+        except BabouError as err:
+            result = err
+        step = progress.after(result)
+        if isinstance(step, polling.Outcome):
+            return step
+        if on_poll is not None:
+            on_poll(result, step)
+        # Due after ``step`` (its claim on a busy key), it asks for a spare request sooner.
+        due = time.monotonic() + step
+        await asyncio.sleep(min(step, clock.early))
+
+
 def runs_in_line() -> bool:
     """Whether this code runs inside ``dag.test()`` (3.1 to 3.3: the task and its trigger run in the
     test's own process, talking to an in-process supervisor), rather than under a real executor."""
@@ -278,6 +312,15 @@ def runs_in_line() -> bool:
     except ImportError:  # pragma: no cover
         return False
     return type(getattr(task_runner, "SUPERVISOR_COMMS", None)).__name__ == "InProcessSupervisorComms"
+
+
+def _window(value: Any) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise BabouInputError(f"expected must be [earliest, latest] UNIX times, got {value!r}")
+    low, high = (_unix_time("expected", v) for v in value)
+    if high < low:
+        raise BabouInputError(f"expected must be [earliest, latest], got {value!r}")
+    return low, high
 
 
 def _unix_time(name: str, value: Any) -> float:

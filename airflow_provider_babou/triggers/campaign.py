@@ -18,7 +18,6 @@ an ``error`` event.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,10 +25,10 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_babou import polling
-from airflow_provider_babou.exceptions import BabouError, BabouInputError
+from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import DEFAULT_MAX_FAILURES, WaitClock
-from airflow_provider_babou.triggers.babou import PROGRESS_EVERY, runs_in_line
+from airflow_provider_babou.triggers.babou import PROGRESS_EVERY, follow, runs_in_line
 
 #: The kinds of wait a campaign row has, by the name its key starts with.
 KINDS: dict[str, type[polling.WaitTarget]] = {
@@ -106,9 +105,7 @@ class BabouCampaignTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Follow every wait; fire one event per batch (see the module docstring)."""
         hook = self._make_hook()
-        tasks = {
-            asyncio.create_task(follow(hook, t, self._clock())): name for name, t in self.targets.items()
-        }
+        tasks = {asyncio.create_task(self._follow(hook, t)): name for name, t in self.targets.items()}
         outcomes: dict[str, list[Any]] = {}
         first_end: float | None = None
         logged = time.monotonic()
@@ -147,6 +144,15 @@ class BabouCampaignTrigger(BaseTrigger):
         event = {"status": "success", "message": message, "pending": running, "outcomes": outcomes}
         yield TriggerEvent({**event, "carry": self.carry})
 
+    async def _follow(self, hook: BabouHook, target: polling.WaitTarget) -> polling.Outcome:
+        progress = polling.Wait(target, self._clock())
+        try:
+            return await follow(hook, progress)
+        except Exception as err:  # a bug or an unreadable answer: this wait ends, the others go on
+            self.log.exception("Unexpected error while polling %s", target.describe())
+            message = f"Stopped waiting for {target.describe()}: {type(err).__name__}: {err}"
+            return polling.Outcome("error", message, progress.last)
+
     def _clock(self) -> WaitClock:
         return WaitClock(self.end_time, self.policy, self.max_consecutive_failures)
 
@@ -154,26 +160,3 @@ class BabouCampaignTrigger(BaseTrigger):
         """No event before ``not_before`` (see :data:`~.babou.DEFAULT_MIN_DEFERRAL`)."""
         if self.not_before is not None and not runs_in_line():
             await asyncio.sleep(max(0.0, min(self.not_before, self.end_time) - time.time()))
-
-
-async def follow(hook: BabouHook, target: polling.WaitTarget, clock: WaitClock) -> polling.Outcome:
-    """Poll ``target`` until its wait ends, over the triggerer's shared client; return the outcome."""
-    progress = polling.Wait(target, clock)
-    due = time.monotonic() + clock.first_delay()
-    await asyncio.sleep(due - time.monotonic())
-    while True:
-        result: Any
-        try:
-            config = await hook.aconfig()
-            timeout, limit = clock.request_timeout(config.timeout), clock.request_timeout(math.inf)
-            result = await hook.aobserve(target, due=due, timeout=timeout, limit=limit)
-        except BabouError as err:
-            result = err
-        except Exception as err:  # a bug or an unreadable answer: this wait ends, the others go on
-            message = f"Stopped waiting for {target.describe()}: {type(err).__name__}: {err}"
-            return polling.Outcome("error", message, progress.last)
-        step = progress.after(result)
-        if isinstance(step, polling.Outcome):
-            return step
-        await asyncio.sleep(step)
-        due = time.monotonic()

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl
+from airflow_provider_babou.emulator.store import estimate
 from tests.emulator.helpers import (
     ASSET_DONE,
     EXPORT_DONE,
@@ -31,17 +32,19 @@ def api(emulator: EmulatorControl) -> Iterator[httpx.Client]:
         yield c
 
 
-def test_export_lifecycle(api: httpx.Client) -> None:
+def test_export_lifecycle(api: httpx.Client, emulator: EmulatorControl) -> None:
     project, _ = project_with_completed_chapter(api)
     before = assert_error(
         api.get(f"/projects/{project}/export"), 404, "NOT_FOUND", "No export found for this project"
     )
     assert before["hint"] == "Start an export first using POST /api/v1/projects/{projectId}/export"
     started = api.post(f"/projects/{project}/export")
+    config = emulator.config()
+    took = config["export_queued_seconds"] + config["export_processing_seconds"]
     assert started.json() == {
         "status": "queued",
         "message": "Export started",
-        "estimated_time": "2-5 minutes",
+        "estimated_time": estimate(took),  # the emulator's own timing
     }
     assert api.get(f"/projects/{project}/export").json() == {"status": "queued", "download_url": None}
     active = api.get(f"/projects/{project}").json()["active_export_id"]

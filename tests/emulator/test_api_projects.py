@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from airflow_provider_babou.emulator import EmulatorControl
+from airflow_provider_babou.emulator.store import estimate
 from tests.emulator.helpers import PROMPT_DONE, assert_error, client
 from tests.keys import ALICE, BOB, EXPIRED
 
@@ -117,7 +118,7 @@ def test_unknown_route_and_method(api: httpx.Client) -> None:
     assert_error(api.delete("/projects"), 405, "METHOD_NOT_ALLOWED")
 
 
-def test_chapters_and_prompts(api: httpx.Client) -> None:
+def test_chapters_and_prompts(api: httpx.Client, emulator: EmulatorControl) -> None:
     project = api.post("/projects", json={"name": "p"}).json()["id"]
     chapter = api.post(f"/projects/{project}/chapters", json={"name": "Intro", "duration": 30}).json()
     assert re.fullmatch(r"cht_[A-Za-z0-9]{21}", chapter["id"])
@@ -140,7 +141,7 @@ def test_chapters_and_prompts(api: httpx.Client) -> None:
         "prompt_id": receipt["prompt_id"],
         "status": "processing",
         "message": "Prompt processing started",
-        "estimated_time": "30-90 seconds",
+        "estimated_time": estimate(emulator.config()["prompt_seconds"]),  # the emulator's own timing
     }
     detail = api.get(url).json()
     assert detail["status"] == "processing"

@@ -141,6 +141,7 @@ class TestStartExport:
         assert isinstance(deferral.trigger, BabouExportTrigger)
         assert deferral.method_name == "execute_complete"
         assert deferral.trigger.project_id == project_id
+        assert deferral.trigger.expected is not None  # the start's estimated_time
         event = drive(deferral.trigger)
         result = op.execute_complete(context, event)
         assert result["status"] == "completed"
@@ -184,6 +185,7 @@ class TestExportReuseRules:
             BabouStartExportOperator(task_id="e", project_id=project_id, deferrable=True, **FAST), context
         )
         assert isinstance(deferral.trigger, BabouExportTrigger)
+        assert deferral.trigger.expected is None  # attached: no receipt, no estimate
         assert context["ti"].xcoms["export_id"].startswith("exp_")
         assert env.counts()["exports_started"] == 1
         assert env.counts()["requests_by_route"].get("POST /api/v1/projects/{project_id}/export") == 1

@@ -103,6 +103,9 @@ class TestSubmitPrompt:
         assert before + 29 <= trigger.end_time <= time.time() + 31
         assert trigger.poll_interval == 0.05
         assert trigger.max_poll_interval == 30.0
+        # The receipt's estimated_time, as UNIX times: the trigger polls densely inside it.
+        assert trigger.expected is not None
+        assert before <= trigger.expected[0] <= trigger.expected[1] <= time.time() + 3600
         event = drive(trigger)
         assert event["status"] == "success"
         # New contract: the event's object is the prompt itself, without the user's text.

@@ -279,9 +279,11 @@ class FakeClock:
 class FakeHook:
     """Answers ``aobserve`` from a script: ``Asset`` states or errors to raise."""
 
-    def __init__(self, script: list[Any], then: str = "processing") -> None:
+    def __init__(self, script: list[Any], then: str = "processing", busy: FakeClock | None = None) -> None:
         self.script = list(script)
         self.then = then
+        self.busy = busy  # a key with no spare requests: the gate holds each poll until it is due
+        self.at: list[float] = []  # when each GET went out
         self.calls = 0
         self.timeouts: list[float] = []
         self.limits: list[float | None] = []
@@ -296,6 +298,10 @@ class FakeHook:
         self, target: AssetTarget, *, due: float, timeout: float, limit: float | None = None
     ) -> Asset:
         self.calls += 1
+        if self.busy is not None and due > self.busy.now:
+            self.busy.now = due
+        if self.busy is not None:
+            self.at.append(self.busy.now)
         self.dues.append(due)
         self.timeouts.append(timeout)
         self.limits.append(limit)
@@ -326,29 +332,61 @@ def fake_trigger(
     return trigger
 
 
-async def test_delays_back_off_to_the_cap_and_stop_at_the_deadline(
+async def test_on_a_busy_key_polls_back_off_to_the_cap_and_stop_at_the_deadline(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hook = FakeHook([])
+    hook = FakeHook([], busy=clock)
     trigger = fake_trigger(
         monkeypatch, hook, clock.now + 20, poll_interval=1, poll_backoff=2, max_poll_interval=5
     )
     event = await only_event(trigger)
     assert event["status"] == "timeout"
-    # The first poll waits one interval (the operator or sensor has just looked); the last sleep
-    # is cut to the deadline.
-    assert clock.sleeps == [1, 1, 2, 4, 5, 5, 2]
-    assert max(clock.sleeps) <= 5
-    assert sum(clock.sleeps) == pytest.approx(20)
-    assert hook.calls == len(clock.sleeps)  # the last poll right at the deadline
-    # Each poll is due when its sleep ends; its GET may not run past the deadline (0.5 s floor).
-    assert hook.dues == [1_000_000.0 + t for t in (1, 2, 4, 8, 13, 18, 20)]
+    # The first poll waits one interval (the operator or sensor has just looked); then each poll
+    # asks for a request one interval after the last, and a key with none to spare serves it when
+    # due: the schedule backs off x2 to 5 s, and the last poll is cut to the deadline.
+    assert hook.at == [1_000_000.0 + t for t in (1, 2, 4, 8, 13, 18, 20)]
+    assert hook.dues == hook.at
+    assert clock.sleeps[0] == 1
+    assert set(clock.sleeps[1:]) == {1}
+    assert hook.calls == 7  # the last poll right at the deadline
     assert hook.timeouts[0] == 19.5  # min(the connection timeout, what is left + 0.5)
-    assert hook.timeouts[-1] == 0.5
+    # The last poll asks 1 s before the deadline: the wait for a token and the GET in all end by it.
+    assert hook.timeouts[-1] == 1.5
     # Waiting for a token of the key's budget is bounded by the deadline only.
     assert hook.limits[0] == 19.5
-    assert hook.limits[-1] == 0.5
+    assert hook.limits[-1] == 1.5
     assert hook.closed
+
+
+async def test_with_spare_requests_a_wait_polls_every_interval_and_claims_its_schedule(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = FakeHook([])  # every poll is served at once: the key has room
+    trigger = fake_trigger(
+        monkeypatch, hook, clock.now + 20, poll_interval=1, poll_backoff=2, max_poll_interval=5
+    )
+    assert (await only_event(trigger))["status"] == "timeout"
+    assert clock.sleeps == [1] * 20  # every poll_interval, up to the deadline
+    assert hook.calls == 20
+    # Each poll is due by the user's schedule (x2 to 5 s, at least the wait's age): on a busy key
+    # that is its place in the queue. Its GET may not run past the deadline (0.5 s floor).
+    start = 1_000_000.0
+    claims = [due - (start + i) for i, due in enumerate(hook.dues[1:], 1)]
+    assert claims[:5] == [1, 2, 4, 5, 5]
+    assert hook.timeouts[0] == 19.5
+    assert hook.timeouts[-1] == 0.5
+
+
+async def test_babous_window_sets_the_first_poll_and_the_pace_inside_it(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = clock.now
+    hook = FakeHook(["processing"] * 5 + ["ready"])
+    trigger = fake_trigger(monkeypatch, hook, start + 600, expected=[start + 30, start + 90])
+    assert (await only_event(trigger))["status"] == "success"
+    # No poll before Babou's window opens (30 s, the user's slowest pace), then every 2 s.
+    assert clock.sleeps == [30, 2, 2, 2, 2, 2]
+    assert hook.dues[1:] == [start + t for t in (32, 34, 36, 38, 40)]
 
 
 async def test_retry_after_is_honoured_and_failures_reset(

@@ -116,3 +116,91 @@ def test_delays_grow_with_the_waits_age(monkeypatch: pytest.MonkeyPatch) -> None
     assert clock.observed() == 11  # 22 s old: half its age, more than the policy's 3 s
     now[0] += 100
     assert clock.observed() == 30  # never above max_interval
+
+
+def test_a_wait_may_poll_every_interval_while_its_due_delay_grows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The due delay is a busy key's schedule; ``early`` (a spare request) stays at the interval."""
+    now = [1000.0]
+    monkeypatch.setattr(polling.time, "monotonic", lambda: now[0])
+    clock = polling.WaitClock(time.time() + 1000, polling.PollPolicy(2, 1.5, 30), 5)
+    now[0] += 60
+    assert clock.observed() == 30
+    assert clock.early == 2
+
+
+def test_a_user_who_polls_less_is_never_polled_more_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = polling.WaitClock(time.time() + 1000, polling.PollPolicy(60, 2, 600), 5)
+    assert clock.first_delay() == 60
+    assert clock.observed() == 60
+    assert clock.early == 60
+
+
+def test_after_a_failed_poll_no_early_retry() -> None:
+    from airflow_provider_babou.exceptions import BabouRateLimitError
+
+    clock = polling.WaitClock(time.time() + 1000, polling.PollPolicy(2, 1.5, 30), 5)
+    assert clock.failed(BabouRateLimitError("slow", retry_after=7, http_status=429)) == 7
+    assert clock.early == 7
+
+
+def test_babous_window_no_polls_long_before_dense_inside_then_as_usual(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr(polling.time, "time", lambda: now[0])
+    monkeypatch.setattr(polling.time, "monotonic", lambda: now[0])
+    start = now[0]
+    policy = polling.PollPolicy(2, 1.5, 30)
+    clock = polling.WaitClock(start + 1000, policy, 5, expected=(start + 120, start + 300))
+    assert clock.first_delay() == 30  # before the window: at the user's slowest pace
+    now[0] = start + 100
+    assert clock.observed() == 20 == clock.early  # to the window's start, no sooner
+    now[0] = start + 200
+    assert clock.observed() == 2 == clock.early  # inside it: every interval, even 200 s old
+    now[0] = start + 310
+    assert clock.observed() == 5  # 10 s past the window: the schedule, aged from its end
+    assert clock.early == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("30-90 seconds", (30, 90)),
+        ("2-5 minutes", (120, 300)),
+        ("2 to 4 hours", (7200, 14400)),
+        ("about 45 sec", (45, 45)),
+        ("2\u20135 minutes", (120, 300)),
+        ("soon", None),
+        (None, None),
+        (90, None),
+        ("10-5 seconds", None),
+    ],
+)
+def test_babous_estimated_time_is_read(text: Any, span: Any) -> None:
+    assert polling.parse_estimate(text) == span
+
+
+@pytest.mark.parametrize("seconds", [0, 0.5, 1.5, 2, 45, 60, 180, 3600])
+def test_the_emulators_estimate_holds_its_configured_time(seconds: float) -> None:
+    from airflow_provider_babou.emulator.store import estimate
+
+    span = polling.parse_estimate(estimate(seconds))
+    assert span is not None
+    assert span[0] <= seconds <= span[1]
+    assert span[0] >= math.floor(seconds / 2)  # a window, not "any time from now"
+
+
+def test_expected_round_trips_and_is_checked() -> None:
+    trigger = build(BabouExportTrigger, expected=[100.0, 200.0])
+    _, kwargs = trigger.serialize()
+    assert kwargs["expected"] == [100.0, 200.0]
+    assert build(
+        BabouExportTrigger, **{k: v for k, v in kwargs.items() if k != "babou_conn_id"}
+    ).expected == (
+        100.0,
+        200.0,
+    )
+    assert "expected" not in build(BabouExportTrigger).serialize()[1]  # as before it existed
+    for bad in ([200.0, 100.0], [1.0], "30-90 seconds", [math.nan, 1.0]):
+        with pytest.raises(BabouInputError, match="expected"):
+            build(BabouExportTrigger, expected=bad)

@@ -1,0 +1,50 @@
+"""The triggerer's waits share one lookup of their connection (``hooks/_async.shared_config``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from airflow_provider_babou.hooks import _async
+
+
+async def test_waits_starting_together_look_the_connection_up_once() -> None:
+    calls = 0
+
+    async def resolve() -> Any:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)  # the lookup awaits: every wait starts before it answers
+        return "config"
+
+    found = await asyncio.gather(*(_async.shared_config("together", resolve) for _ in range(20)))
+    assert found == ["config"] * 20
+    assert calls == 1
+
+
+async def test_a_failed_lookup_is_not_kept() -> None:
+    answers: list[Any] = [LookupError("no such connection"), "config"]
+
+    async def resolve() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with pytest.raises(LookupError):
+        await _async.shared_config("failing", resolve)
+    assert await _async.shared_config("failing", resolve) == "config"
+
+
+async def test_a_cancelled_wait_does_not_cancel_the_others_lookup() -> None:
+    async def resolve() -> Any:
+        await asyncio.sleep(0.05)
+        return "config"
+
+    first = asyncio.ensure_future(_async.shared_config("cancel", resolve))
+    second = asyncio.ensure_future(_async.shared_config("cancel", resolve))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == "config"
