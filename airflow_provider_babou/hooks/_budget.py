@@ -176,9 +176,14 @@ class KeyBudget:
                     self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
                     self._updated = now
                 if self.tokens >= 1.0:
+                    if self.tokens >= self.capacity:
+                        # Babou's bucket, full too, refills from when this request arrives, not
+                        # from now: ours starts a token's time late, so a slow first request
+                        # (a new connection) cannot leave Babou's a fraction short for the next.
+                        self._updated = now + 1.0 / self.rate
                     self.tokens -= 1.0
                     return 0.0
-                return (1.0 - self.tokens) / self.rate
+                return (1.0 - self.tokens) / self.rate + max(0.0, self._updated - now)
 
     def throttled(
         self, retry_after: float | None, now: float | None = None, *, longest: float | None = None
