@@ -96,20 +96,21 @@ class KeyBudget:
             yield True
             return
         try:
-            if not shared.lock(wait):
-                yield False
-                return
+            locked = shared.lock(wait)
+            state = shared.read(now) if locked else None
         except OSError as exc:
-            self._give_up_sharing(exc)
+            self._give_up_sharing(exc)  # closing the file releases its lock
             yield True
             return
+        if not locked:
+            yield False
+            return
+        if state is not None:
+            self._load(state)
         try:
-            state = shared.read(now)
-            if state is not None:
-                self._load(state)
             yield True
             shared.write(self._dump())
-        except OSError as exc:
+        except OSError as exc:  # of the write: the body raises none
             self._give_up_sharing(exc)
         finally:
             shared.unlock()
@@ -304,8 +305,9 @@ class _StateFile:
 
     def unlock(self) -> None:
         assert fcntl is not None
-        with contextlib.suppress(OSError):
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        if self.fd >= 0:  # closed: its lock went with it
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def read(self, now: float) -> tuple[float, ...] | None:
         """The state in the file, or ``None`` when there is none this boot can use."""
@@ -333,8 +335,9 @@ class _StateFile:
             self._resize = False
 
     def close(self) -> None:
+        fd, self.fd = self.fd, -1  # unlock() after close() touches no other file
         with contextlib.suppress(OSError):
-            os.close(self.fd)
+            os.close(fd)
 
 
 class AsyncGate:

@@ -100,7 +100,7 @@ class BabouHook(RetryTiming, BaseHook):
     :param max_retries: optional cap on retries of one request; by default only time bounds them.
     :param max_backoff: longest wait between two attempts, ``Retry-After`` included (30).
     :param retry_deadline: longest time, in seconds, spent retrying one request (300).
-    :param rate_limit: requests per second on this key from this process (20); adapts down on 429s.
+    :param rate_limit: requests per second on this key from this host (20); adapts down on 429s.
     :param deadline: absolute UNIX time no retry may sleep past (an operator passes its own deadline).
     :param transport: an ``httpx`` transport for the sync client (tests).
     :param async_transport: an ``httpx`` async transport for the triggerer's client (tests).

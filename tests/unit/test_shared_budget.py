@@ -230,6 +230,22 @@ def test_a_file_that_fails_later_leaves_the_budget_in_process(caplog: pytest.Log
     assert budget.take() > 4  # still paced here
 
 
+@pytest.mark.parametrize("call", ["pread", "pwrite"])
+def test_a_read_or_write_error_leaves_the_budget_in_process(
+    monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    budget = _budget.budget_for(KEY_ID, RATE)
+
+    def failing(*args: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_budget.os, call, failing)
+    assert budget.take() == 0.0  # served from the process's own state
+    assert not budget.shared
+    budget.throttled(5.0)
+    assert budget.take() > 4
+
+
 def test_take_never_blocks_on_a_busy_file() -> None:
     import fcntl
 
