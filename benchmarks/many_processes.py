@@ -131,6 +131,21 @@ def run(control: Any, api_url: str, key: str, procs: int, shared: bool, seconds:
     }
 
 
+def take_cost(count: int = 20_000) -> tuple[float, float]:
+    """Microseconds per ``KeyBudget.take()`` in one process: in-process bucket, shared (file) bucket."""
+    from airflow_provider_babou.hooks._budget import KeyBudget
+
+    costs = []
+    with tempfile.TemporaryDirectory(prefix="babou-bench-budget-") as budget_dir:
+        for state_file in (None, os.path.join(budget_dir, "key")):
+            budget = KeyBudget(1e9, state_file=state_file)  # never short of tokens
+            started = time.perf_counter()
+            for _ in range(count):
+                budget.take()
+            costs.append((time.perf_counter() - started) / count * 1e6)
+    return costs[0], costs[1]
+
+
 def table(cells: list[dict[str, Any]]) -> str:
     rows = [
         "| processes | budget | requests | 429 (share) | 200s per s | calls done | calls failed | window s |",
@@ -170,6 +185,8 @@ def main() -> None:
                 print(json.dumps(cell), flush=True)
                 cells.append(cell)
     print(table(cells))
+    own, shared = take_cost()
+    print(f"take(): {own:.1f} us in-process, {shared:.1f} us shared")
     if args.no_write:
         return
     import httpx
@@ -195,6 +212,8 @@ Command: `{command}`
 
 - Date: {when}; machine: {machine}; httpx {httpx.__version__}; package at git {git.stdout.strip()}.
 - Whole run: {time.monotonic() - started:.0f} s; window {args.seconds:g} s per cell.
+- One `KeyBudget.take()` costs {own:.1f} µs in-process and {shared:.1f} µs shared (flock, read, write
+  of the key's 72-byte file; 20,000 takes, one process, no contention).
 
 {table(cells)}
 """
