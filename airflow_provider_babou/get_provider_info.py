@@ -80,8 +80,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "rate_limit": {
                         "label": "Rate limit (requests per second)",
-                        "description": "Requests per second this process sends on the key, shared by every "
-                        "task and wait; lowered on 429s and raised again slowly (default 20).",
+                        "description": "Requests per second this host sends on the key, shared by every "
+                        "task and wait of its processes; lowered on 429s and raised again slowly "
+                        "(default 20).",
                         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
                     },
                     "dashboard_url_template": {

@@ -29,6 +29,9 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "example_dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}")
 os.environ.pop("BABOU_API_KEY", None)
+#: Key budgets are shared by the processes of a host through files: the tests' go here, not in /tmp.
+_BUDGETS = _AIRFLOW_HOME / "budgets"
+os.environ["BABOU_BUDGET_DIR"] = str(_BUDGETS)
 
 from airflow_provider_babou.emulator import EmulatorControl  # noqa: E402
 from tests.s3 import MotoServer  # noqa: E402
@@ -39,6 +42,16 @@ EMULATOR_ARGS = [
     *("--prompt-seconds", "0.3", "--export-queued-seconds", "0.1", "--export-processing-seconds", "0.3"),
     *("--asset-seconds", "0.3"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def fresh_budget_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A budget directory of the test's own: the budgets it creates share no state with earlier tests'
+    (a test that keeps the process's budgets resets them, as the plugin's ``babou_emulator`` does)."""
+    path = _BUDGETS / secrets.token_hex(6)
+    path.mkdir(mode=0o700, parents=True)
+    monkeypatch.setenv("BABOU_BUDGET_DIR", str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -86,7 +86,8 @@ class BabouHook(RetryTiming, BaseHook):
 
     The connection (type ``babou``, ``docs/connection.md``) is looked up on first use, never in
     ``__init__``; ``timeout``, ``max_retries``, ``max_backoff``, ``retry_deadline`` and ``rate_limit``
-    override its extras of those names. ``deadline``: the absolute UNIX time no request or retry may
+    (requests per second on this key from this host) override its extras of those names.
+    ``deadline``: the absolute UNIX time no request or retry may
     pass (an operator's own). ``transport``/``async_transport``: ``httpx`` transports for tests.
     """
 

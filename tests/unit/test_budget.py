@@ -45,13 +45,15 @@ def drain(budget: KeyBudget, now: float) -> int:
 def test_burst_then_one_token_per_interval() -> None:
     budget, t0 = new_budget(rate=10, burst=3)
     assert [budget.take(t0) for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst
-    assert budget.take(t0) == pytest.approx(0.1)  # then one token every 1/rate seconds
-    assert budget.take(t0 + 0.05) == pytest.approx(0.05)
-    assert budget.take(t0 + 0.1 + EPS) == 0.0
-    assert budget.take(t0 + 0.1 + EPS) == pytest.approx(0.1, abs=1e-5)
+    # Refilling starts a token's time after a full bucket is first taken from (Babou's own bucket
+    # starts when that request arrives), then one token every 1/rate seconds.
+    assert budget.take(t0) == pytest.approx(0.2)
+    assert budget.take(t0 + 0.15) == pytest.approx(0.05)
+    assert budget.take(t0 + 0.2 + EPS) == 0.0
+    assert budget.take(t0 + 0.2 + EPS) == pytest.approx(0.1, abs=1e-5)
     # Paced over a whole second: rate tokens, no more.
     # (Half a step past the second, so float rounding cannot push its last token out.)
-    assert sum(budget.take(t0 + 0.1 + i / 100 + EPS) == 0.0 for i in range(1, 106)) == 10
+    assert sum(budget.take(t0 + 0.2 + i / 100 + EPS) == 0.0 for i in range(1, 106)) == 10
     # A long quiet spell saves up at most the burst.
     assert drain(budget, t0 + 100) == 3
 
@@ -61,7 +63,15 @@ def test_default_burst_is_one_seconds_worth_and_at_least_one() -> None:
     assert drain(budget, t0) == 20
     slow, t1 = new_budget(rate=0.2)
     assert drain(slow, t1) == 1
-    assert slow.take(t1) == pytest.approx(5.0)
+    assert slow.take(t1) == pytest.approx(10.0)  # a token's time of slack, then a token's time
+
+
+def test_a_bucket_that_never_fills_pays_no_slack() -> None:
+    # Under steady load (a bucket never full again) the slack is not taken again: the full rate.
+    budget, t0 = new_budget(rate=10, burst=2)
+    assert drain(budget, t0) == 2
+    taken = sum(budget.take(t0 + i / 100 + EPS) == 0.0 for i in range(1, 1001))  # 10 s
+    assert taken in (99, 100)  # 10 s at 10/s, less the one token of slack
 
 
 def test_a_429_pauses_the_whole_key_until_retry_after() -> None:
