@@ -114,8 +114,8 @@ def babou_emulator(
     babou_emulator_server: EmulatorProcess, babou_emulator_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> EmulatorControl:
     """The session's emulator reset for this test, with ``babou_default`` pointed at it."""
+    from airflow_provider_babou.budget import reset_budgets
     from airflow_provider_babou.emulator import EmulatorControl
-    from airflow_provider_babou.hooks._budget import reset_budgets
 
     control = EmulatorControl(babou_emulator_server.url)
     control.reset()

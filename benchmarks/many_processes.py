@@ -41,8 +41,8 @@ RATE = 20
 
 def worker(project_id: str) -> None:
     """One process: get ready, wait for ``go <end>``, call ``get_project`` until then; print counts."""
+    from airflow_provider_babou import budget as _budget
     from airflow_provider_babou.exceptions import BabouError
-    from airflow_provider_babou.hooks import _budget
     from airflow_provider_babou.hooks.babou import BabouHook
 
     hook = BabouHook("babou_bench")
@@ -133,7 +133,7 @@ def run(control: Any, api_url: str, key: str, procs: int, shared: bool, seconds:
 
 def take_cost(count: int = 20_000) -> tuple[float, float]:
     """Microseconds per ``KeyBudget.take()`` in one process: in-process bucket, shared (file) bucket."""
-    from airflow_provider_babou.hooks._budget import KeyBudget
+    from airflow_provider_babou.budget import KeyBudget
 
     costs = []
     with tempfile.TemporaryDirectory(prefix="babou-bench-budget-") as budget_dir:

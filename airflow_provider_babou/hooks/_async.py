@@ -26,8 +26,8 @@ import aiohttp
 import anyio
 import httpx
 
+from airflow_provider_babou.budget import AsyncGate, budget_key, gate_for
 from airflow_provider_babou.exceptions import BabouTransportError
-from airflow_provider_babou.hooks._budget import AsyncGate, budget_key, gate_for
 from airflow_provider_babou.hooks._config import ClientConfig
 from airflow_provider_babou.hooks._http import (
     client_kwargs,

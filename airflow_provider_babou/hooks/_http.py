@@ -15,6 +15,7 @@ from airflow import __version__ as airflow_version
 from pydantic import ValidationError
 
 from airflow_provider_babou import __version__
+from airflow_provider_babou.budget import KeyBudget
 from airflow_provider_babou.connection import ClientConfig, origin
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
@@ -29,7 +30,6 @@ from airflow_provider_babou.exceptions import (
     scrub_values,
     shorten,
 )
-from airflow_provider_babou.hooks._budget import KeyBudget
 from airflow_provider_babou.models import BabouModel, Page
 
 M = TypeVar("M", bound=BabouModel)

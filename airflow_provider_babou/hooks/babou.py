@@ -16,6 +16,7 @@ import httpx
 import tenacity
 from airflow.sdk import BaseHook
 
+from airflow_provider_babou import budget as _budget
 from airflow_provider_babou import connection, endpoints, polling
 from airflow_provider_babou._compat import aget_connection, get_connection
 from airflow_provider_babou.exceptions import (
@@ -27,7 +28,7 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks import _async, _budget, _deadline, _download
+from airflow_provider_babou.hooks import _async, _deadline, _download
 from airflow_provider_babou.hooks._http import (
     asset_filters,
     client_kwargs,

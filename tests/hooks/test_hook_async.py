@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_babou import budget as _budget
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.exceptions import (
     BabouAuthError,
@@ -19,7 +20,7 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks import _async, _budget
+from airflow_provider_babou.hooks import _async
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.models import Asset
 from airflow_provider_babou.polling import AssetTarget, ExportTarget

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_provider_babou import budget as _budget
 from airflow_provider_babou.exceptions import BabouTransportError, BabouWaitTimeoutError
-from airflow_provider_babou.hooks import _budget
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import PollPolicy
 from tests.keys import ALICE

@@ -9,8 +9,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from airflow_provider_babou import budget as _budget
 from airflow_provider_babou.emulator import EmulatorControl
-from airflow_provider_babou.hooks import _async, _budget
+from airflow_provider_babou.hooks import _async
 from airflow_provider_babou.triggers.babou import BabouExportTrigger
 from tests.helpers import key_stats
 from tests.triggers.babou_objects import Babou

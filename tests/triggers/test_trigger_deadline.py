@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from airflow_provider_babou import budget as _budget
 from airflow_provider_babou.emulator import EmulatorControl
-from airflow_provider_babou.hooks import _budget
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.triggers.babou import BabouAssetTrigger
 from tests.triggers.babou_objects import Babou

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_babou import budget as _budget
 from airflow_provider_babou.emulator import EmulatorControl
 from airflow_provider_babou.exceptions import BabouServerError
-from airflow_provider_babou.hooks import _budget
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import WaitTarget
 from airflow_provider_babou.triggers.babou import (

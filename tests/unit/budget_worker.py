@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from airflow_provider_babou.hooks import _budget
+from airflow_provider_babou import budget as _budget
 
 BASE_URL = "http://127.0.0.1:9/api/v1"
 KEY = "sk-bab-SharedBudgetWorker0123456789abcd"

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_provider_babou.hooks import _budget
+from airflow_provider_babou import budget as _budget
 from airflow_provider_babou.hooks.babou import BabouHook
 from tests.keys import ALICE
 

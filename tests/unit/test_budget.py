@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from airflow_provider_babou.hooks import _budget
-from airflow_provider_babou.hooks._budget import AsyncGate, KeyBudget
+from airflow_provider_babou import budget as _budget
+from airflow_provider_babou.budget import AsyncGate, KeyBudget
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import AssetTarget
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_babou.hooks import _budget
-from airflow_provider_babou.hooks._budget import KeyBudget
+from airflow_provider_babou import budget as _budget
+from airflow_provider_babou.budget import KeyBudget
 from tests.conftest import REPO
 from tests.unit.budget_worker import BASE_URL, KEY, RATE
 
