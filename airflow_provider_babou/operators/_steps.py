@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
-from airflow_provider_babou.deferral import try_number
 from airflow_provider_babou.exceptions import (
     BabouConflictError,
     BabouError,
@@ -91,19 +90,11 @@ CLOCK_SKEW = 600.0
 
 def run_since(context: Context) -> float:
     """The dag run's ``run_after`` as UNIX time (0 when unknown): no try of the run came before it,
-    and a clear keeps it, so what the run made in Babou is no older."""
+    and a clear keeps it, so what the run made in Babou is no older. A search for the run's marker
+    stops there (:func:`marked_projects`): its cost is what was made since, not the account's
+    history. (Even a first try searches: ``dag.test()`` re-runs a run with try 1 again.)"""
     run_after = getattr(context.get("dag_run"), "run_after", None)
     return run_after.timestamp() if isinstance(run_after, datetime) else 0.0
-
-
-def reconcile_since(context: Context) -> float | None:
-    """When an earlier try of this task instance may have made objects in Babou (UNIX time).
-
-    ``None`` on the first try: nothing can exist yet, so nothing is searched. A retry or a clear
-    searches back to :func:`run_since`, so its cost depends on what was made since, never on the
-    account's history.
-    """
-    return None if try_number(context) <= 1 else run_since(context)
 
 
 def marked_projects(
@@ -188,7 +179,8 @@ def ensure_project(
     """Return the project to use and whether it already existed (``description`` carries ``marker``).
 
     :param since: with ``reuse="run"``, when an earlier try may have made the project
-        (:func:`reconcile_since`); ``None``: nothing to reconcile, so no search unless an answer is lost.
+        (:func:`run_since`); ``None``: nothing to reconcile (a campaign's manifest says so), so no
+        search unless an answer is lost.
     """
     find: Callable[[], Project | None] | None = None
     look_first = True

@@ -12,8 +12,8 @@ from airflow_provider_babou.operators._common import BabouBaseOperator
 from airflow_provider_babou.operators._steps import (
     description_with_marker,
     ensure_project,
-    reconcile_since,
     run_marker,
+    run_since,
 )
 from airflow_provider_babou.validation import check_description, check_name, check_settings
 
@@ -85,7 +85,7 @@ class BabouCreateProjectOperator(BabouBaseOperator):
                 settings=settings,
                 reuse=self.reuse,
                 marker=marker,
-                since=reconcile_since(context),
+                since=run_since(context),
             )
             self.log.info("%s Babou project %s (%s)", "Reusing" if reused else "Created", project.id, name)
             self.push(context, project_id=project.id)

@@ -23,7 +23,6 @@ from airflow_provider_babou.operators._steps import (
     ensure_chapter,
     ensure_project,
     find_run_project,
-    reconcile_since,
     run_marker,
     run_since,
     start_or_attach_export,
@@ -207,7 +206,7 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
                     settings=None,
                     reuse="run",
                     marker=marker,
-                    since=reconcile_since(context),
+                    since=run_since(context),
                 )
                 progress.project_id = project.id
                 self.log.info("%s project %s", "Reusing" if reused else "Created", project.id)

@@ -31,7 +31,7 @@ class TestCreateProject:
         assert ti.xcoms["project_id"] == result["project_id"]
         assert ti.xcoms["babou_project_url"] == f"https://app.babou.test/projects/{result['project_id']}"
 
-    def test_first_try_lists_nothing_and_a_retry_searches_only_since_the_run(self, env: Env) -> None:
+    def test_the_search_for_the_run_marker_stops_at_the_run_start(self, env: Env) -> None:
         # An account with a month of history: 3,000 projects, 30 pages of the listing.
         from datetime import datetime, timezone
         from types import SimpleNamespace
@@ -42,14 +42,11 @@ class TestCreateProject:
         run = SimpleNamespace(run_after=datetime.now(timezone.utc))
         op = BabouCreateProjectOperator(task_id="p", name="Launch")
         first = op.execute(make_context(FakeTI(try_number=1), dag_run=run))
-        assert route_count(env.emulator, "GET /api/v1/projects") == 0  # nothing can exist yet
         again = op.execute(make_context(FakeTI(try_number=2), dag_run=run))
         assert again["project_id"] == first["project_id"]
         assert again["reused"] is True
-        lost = BabouCreateProjectOperator(task_id="q", name="Never made")
-        lost.execute(make_context(FakeTI(task_id="q", try_number=2), dag_run=run))
-        # The retry found its project on the first page; a retry whose project was never made
-        # stops at the first project older than the run: 2 pages in all, not 30.
+        # Each search reads newest first and stops at the first project older than the run: one
+        # page each (found, or none made yet), never the account's 30.
         assert route_count(env.emulator, "GET /api/v1/projects") == 2
 
     def test_reuse_run_retry_gets_same_project(self, env: Env) -> None:
