@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow.sdk import Asset, ObjectStoragePath
@@ -150,9 +151,14 @@ def test_s3_without_conn_id_uses_aws_default(
     )
     body = s3_server.client().get_object(Bucket=s3_bucket, Key="default/v.mp4")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == result["sha256"]
-    assert as_location(destination).conn_id == "aws_default"
-    assert as_location(f"s3://babou_s3@{s3_bucket}/k").conn_id == "babou_s3"  # the URL's own wins
-    assert as_location(destination, "babou_s3").conn_id == "babou_s3"
+
+    # Airflow 3.3 has ObjectStoragePath.conn_id; 3.1 keeps it in storage_options only.
+    def conn(path: Any) -> Any:
+        return getattr(path, "conn_id", None) or path.storage_options.get("conn_id")
+
+    assert conn(as_location(destination)) == "aws_default"
+    assert conn(as_location(f"s3://babou_s3@{s3_bucket}/k")) == "babou_s3"  # the URL's own wins
+    assert conn(as_location(destination, "babou_s3")) == "babou_s3"
 
 
 def test_missing_bucket_fails_before_any_request(env: Env, s3_server: MotoServer, s3_bucket: str) -> None:
