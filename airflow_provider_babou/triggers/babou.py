@@ -253,9 +253,7 @@ class BabouPollTrigger(BaseTrigger):
     async def _hold(self, what: str, state: str) -> None:
         """Sleep until ``not_before`` (never past ``end_time``): the task's deferral must settle
         in the scheduler before its resume is queued (see :data:`DEFAULT_MIN_DEFERRAL`)."""
-        if self.not_before is None or runs_in_line():
-            return  # dag.test() runs the trigger in the task's process: no executor, no race
-        hold = min(self.not_before, self.end_time) - time.time()
+        hold = hold_seconds(self.not_before, self.end_time)
         if hold > 0:
             self.log.info(
                 "Babou %s is %r; resuming the task in %.1f s, once its deferral has settled in "
@@ -302,6 +300,17 @@ async def follow(
         # Due after ``step`` (its claim on a busy key), it asks for a spare request sooner.
         due = time.monotonic() + step
         await asyncio.sleep(min(step, clock.early))
+
+
+def hold_seconds(not_before: float | None, end_time: float) -> float:
+    """Seconds a trigger holds its event: until ``not_before``, never past ``end_time`` (0: none).
+
+    Under ``dag.test()`` nothing is held: the trigger runs in the task's process, with no executor
+    and so no race (see :data:`DEFAULT_MIN_DEFERRAL`).
+    """
+    if not_before is None or runs_in_line():
+        return 0.0
+    return max(0.0, min(not_before, end_time) - time.time())
 
 
 def runs_in_line() -> bool:

@@ -28,7 +28,7 @@ from airflow_provider_babou import polling
 from airflow_provider_babou.exceptions import BabouInputError
 from airflow_provider_babou.hooks.babou import BabouHook
 from airflow_provider_babou.polling import DEFAULT_MAX_FAILURES, WaitClock
-from airflow_provider_babou.triggers.babou import PROGRESS_EVERY, follow, runs_in_line
+from airflow_provider_babou.triggers.babou import PROGRESS_EVERY, follow, hold_seconds
 
 #: The kinds of wait a campaign row has, by the name its key starts with.
 KINDS: dict[str, type[polling.WaitTarget]] = {
@@ -158,5 +158,4 @@ class BabouCampaignTrigger(BaseTrigger):
 
     async def _hold(self) -> None:
         """No event before ``not_before`` (see :data:`~.babou.DEFAULT_MIN_DEFERRAL`)."""
-        if self.not_before is not None and not runs_in_line():
-            await asyncio.sleep(max(0.0, min(self.not_before, self.end_time) - time.time()))
+        await asyncio.sleep(hold_seconds(self.not_before, self.end_time))
