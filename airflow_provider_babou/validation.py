@@ -20,6 +20,7 @@ __all__ = [
     "NAME_MAX",
     "PROMPT_MAX",
     "check_api_key",
+    "check_chapter_dicts",
     "check_description",
     "check_duration",
     "check_id",
@@ -186,3 +187,27 @@ def check_positive(name: str, value: object) -> float:
     if not number or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type,operator]
         raise BabouInputError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)  # type: ignore[arg-type]
+
+
+#: The keys a chapter given by a DAG author may have.
+CHAPTER_KEYS = frozenset({"name", "prompt", "duration"})
+
+
+def check_chapter_dicts(value: object) -> list[dict[str, Any]]:
+    """Return ``value`` if it is a non-empty list of chapter dicts with no keys but
+    :data:`CHAPTER_KEYS` (their values are checked by the caller, once filled in)."""
+    if not isinstance(value, list) or not value:
+        raise BabouInputError(
+            f"chapters must be a non-empty list of dicts, got {type(value).__name__}",
+            hint='e.g. [{"name": "Intro", "prompt": "..."}]; a Jinja template needs '
+            "render_template_as_native_obj=True on the DAG",
+        )
+    for index, spec in enumerate(value):
+        if not isinstance(spec, dict):
+            raise BabouInputError(f"chapters[{index}] must be a dict, got {type(spec).__name__}")
+        unknown = set(spec) - CHAPTER_KEYS
+        if unknown:
+            raise BabouInputError(
+                f"chapters[{index}] has unknown keys {sorted(unknown)}", hint="use name, prompt and duration"
+            )
+    return value

@@ -20,6 +20,7 @@ from airflow_provider_babou.polling import PollPolicy, check_seconds
 from airflow_provider_babou.storage import check_destination
 from airflow_provider_babou.triggers.babou import DEFAULT_MIN_DEFERRAL, raise_for_event
 from airflow_provider_babou.triggers.campaign import DEFAULT_BATCH_WINDOW, BabouCampaignTrigger
+from airflow_provider_babou.validation import check_chapter_dicts
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -163,7 +164,9 @@ class BabouCampaignOperator(BabouBaseOperator):
             raise BabouInputError(f"key must name a column, got {self.key!r}")
         rows = load_rows(self.rows, self.dest_conn_id)
         keys = keys_of(rows, self.key)
-        template = Template(self.project_name, self.description, self._chapter_list(), self.destination)
+        template = Template(
+            self.project_name, self.description, check_chapter_dicts(self.chapters), self.destination
+        )
         plans = {
             p.key: p
             for p in plan_rows(
@@ -188,22 +191,6 @@ class BabouCampaignOperator(BabouBaseOperator):
             self._check_destinations(plans, manifest)
             manifest.write()  # the manifest is writable, before any request
         return plans, manifest
-
-    def _chapter_list(self) -> list[dict[str, Any]]:
-        chapters = self.chapters
-        if not isinstance(chapters, list) or not chapters or not all(isinstance(c, dict) for c in chapters):
-            raise BabouInputError(
-                "chapters must be a non-empty list of dicts",
-                hint='e.g. [{"name": "Intro", "prompt": "Hi {first_name}"}]',
-            )
-        for index, spec in enumerate(chapters):
-            unknown = set(spec) - {"name", "prompt", "duration"}
-            if unknown:
-                raise BabouInputError(
-                    f"chapters[{index}] has unknown keys {sorted(unknown)}",
-                    hint="use name, prompt and duration",
-                )
-        return chapters
 
     def _manifest_name(self) -> Any:
         if self.chunk is None:

@@ -30,7 +30,13 @@ from airflow_provider_babou.operators._steps import (
 )
 from airflow_provider_babou.polling import ExportTarget, PromptTarget, export_state
 from airflow_provider_babou.triggers.babou import raise_for_event
-from airflow_provider_babou.validation import check_description, check_duration, check_name, check_prompt
+from airflow_provider_babou.validation import (
+    check_chapter_dicts,
+    check_description,
+    check_duration,
+    check_name,
+    check_prompt,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -155,23 +161,8 @@ class BabouGenerateVideoOperator(BabouWaitingOperator):
         self.overwrite = overwrite
 
     def _specs(self) -> list[ChapterSpec]:
-        chapters = self.chapters
-        if not isinstance(chapters, list) or not chapters:
-            raise BabouInputError(
-                f"chapters must be a non-empty list of dicts, got {type(chapters).__name__}",
-                hint='e.g. [{"name": "Intro", "prompt": "..."}]; a Jinja template needs '
-                "render_template_as_native_obj=True on the DAG",
-            )
         specs = []
-        for index, spec in enumerate(chapters):
-            if not isinstance(spec, dict):
-                raise BabouInputError(f"chapters[{index}] must be a dict, got {type(spec).__name__}")
-            unknown = set(spec) - set(ChapterSpec.model_fields)
-            if unknown:
-                raise BabouInputError(
-                    f"chapters[{index}] has unknown keys {sorted(unknown)}",
-                    hint="use name, prompt and duration",
-                )
+        for spec in check_chapter_dicts(self.chapters):
             specs.append(
                 ChapterSpec(
                     name=check_name("chapter", spec.get("name")),
