@@ -628,6 +628,11 @@ def deployment(
             BABOU_CHUNK_SIZE=str(chunk_size),
             AIRFLOW__CORE__PARALLELISM=str(args.parallelism),
             AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY=str(RETRY_DELAY),
+            # Airflow's defaults, which the deployment tests shorten for speed: Airflow's CPU is
+            # measured as users run it.
+            AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="1",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="300",
+            AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="2",
             BENCH_RATE=str(rate),
         ) as dep,
     ):
@@ -653,6 +658,7 @@ def floors(result: Result, rate: float) -> list[tuple[str, bool, str]]:
     share = result.responses_429 / result.requests if result.requests else 0.0
     wall_floor = 1.3 * (result.requests / rate) + 60
     cpu = result.per_video(result.cpu_total)
+    four = result.per_video(result.cpu_total - result.cpu.get("dag-processor", 0.0))
     return [
         ("every MP4 valid", result.videos_valid == result.rows, f"{result.videos_valid} of {result.rows}"),
         (
@@ -671,7 +677,11 @@ def floors(result: Result, rate: float) -> list[tuple[str, bool, str]]:
             result.wall <= wall_floor,
             f"{result.wall:.0f} s vs {wall_floor:.0f} s",
         ),
-        ("Airflow CPU <= 0.05 s per video", cpu <= 0.05, f"{cpu:.3f} s"),
+        (
+            "Airflow CPU <= 0.05 s per video (all five components; the issue names four)",
+            cpu <= 0.05,
+            f"{cpu:.3f} s; without the dag-processor {four:.3f} s",
+        ),
     ]
 
 

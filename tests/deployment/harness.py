@@ -267,9 +267,10 @@ class Deployment:
 
     def start(self, name: str, *command: str, env: dict[str, str] | None = None) -> None:
         """Start ``airflow <command>`` (default: ``airflow <name>``) as component ``name``, in the
-        deployment's environment or ``env``; its output goes to ``component-logs/<name>.log``."""
+        deployment's environment or ``env``; its output goes to ``component-logs/<name>.log`` (a
+        component started again after a kill adds to its earlier log)."""
         self.component_logs.mkdir(exist_ok=True)
-        log = (self.component_logs / f"{name}.log").open("wb")
+        log = (self.component_logs / f"{name}.log").open("ab")
         try:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "airflow", *(command or (name,))],

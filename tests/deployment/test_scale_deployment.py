@@ -65,6 +65,10 @@ pytestmark = pytest.mark.deployment
 PIPELINE = "babou_video_pipeline"
 CAMPAIGN = "babou_personalized_videos"
 MAPPED = "personalized_video"
+CHUNKED = "babou_campaign"
+CHUNKED_ROWS = 24
+CHUNK_SIZE = 6  # four chunks: two per worker at concurrency 2
+CREATES = ("projects_created", "chapters_created", "prompts_submitted", "exports_started")
 ROWS = 8
 POOL_SLOTS = 6  # fewer than ROWS: the pool, counting deferred tasks, caps the videos in flight
 # Up to POOL_SLOTS + 3 (the pipeline's prompts) waits at once: with 5 each, neither triggerer can
@@ -111,7 +115,7 @@ def scale() -> Iterator[Scale]:
     home = Path(tempfile.mkdtemp(prefix="babou-scale-deployment-"))
     bundle = home / "bundle"
     customers = write_recipients(bundle / "data" / "recipients.csv", "s", ROWS)
-    for dag_id in (PIPELINE, CAMPAIGN):
+    for dag_id in (PIPELINE, CAMPAIGN, CHUNKED):
         copy_dags([REPO / "example_dags" / f"{dag_id}.py"], bundle)
     with (
         EmulatorProcess(EMULATOR_ARGS) as emulator_process,
@@ -125,26 +129,34 @@ def scale() -> Iterator[Scale]:
             home, CAMPAIGN, postgres, bundle.iterdir(), ("api-server", "scheduler", "dag-processor"), **env
         ) as deployment:
             for name in TRIGGERERS:
-                command = ("triggerer", "--capacity", str(TRIGGERER_CAPACITY), "--skip-serve-logs")
-                deployment.start(name, *command, env=component_env(deployment.env, name))
+                _start_triggerer(deployment, name)
             for name in WORKERS:
-                machine = home / name
-                copy_dags(bundle.iterdir(), machine / "dags")
-                deployment.extra_logs.append(machine / "logs")
-                deployment.start(
-                    name,
-                    *("celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "2"),
-                    *("--skip-serve-logs", "--without-mingle", "--without-gossip"),
-                    env=component_env(deployment.env, name, home=machine),
-                )
+                copy_dags(bundle.iterdir(), home / name / "dags")
+                deployment.extra_logs.append(home / name / "logs")
+                _start_worker(deployment, name)
             deployment.airflow(
                 "pools", "set", "babou_api", str(POOL_SLOTS), "Babou videos in flight", "--include-deferred"
             )
             scale = Scale(deployment, EmulatorControl(emulator_process.url), s3, customers)
-            for dag_id in (PIPELINE, CAMPAIGN):
+            for dag_id in (PIPELINE, CAMPAIGN, CHUNKED):
                 scale.view(dag_id).wait_until_parsed()
                 deployment.airflow("dags", "unpause", dag_id)
             yield scale
+
+
+def _start_triggerer(deployment: Deployment, name: str) -> None:
+    command = ("triggerer", "--capacity", str(TRIGGERER_CAPACITY), "--skip-serve-logs")
+    deployment.start(name, *command, env=component_env(deployment.env, name))
+
+
+def _start_worker(deployment: Deployment, name: str) -> None:
+    """A Celery worker on a machine of its own (``<home>/<name>``: AIRFLOW_HOME, DAGs, TMPDIR)."""
+    deployment.start(
+        name,
+        *("celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "2"),
+        *("--skip-serve-logs", "--without-mingle", "--without-gossip"),
+        env=component_env(deployment.env, name, home=deployment.home / name),
+    )
 
 
 def _scale_env(
@@ -158,6 +170,7 @@ def _scale_env(
         "AIRFLOW__CELERY__BROKER_URL": broker,
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{postgres.url}",
         "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+        "BABOU_CHUNK_SIZE": str(CHUNK_SIZE),
         **SHORT_TIMEOUTS,
     }
 
@@ -318,3 +331,71 @@ def test_celery_two_triggerers_and_s3_survive_a_lost_worker_and_triggerer(scale:
     print(report)
     assert not problems, scale.deployment.failure(report)
     scale.deployment.passed = True
+
+
+def test_a_chunked_campaign_runs_across_both_celery_workers_on_one_key(scale: Scale) -> None:
+    """``babou_campaign`` in chunks, rows read from S3 and videos written there, its chunks on both
+    Celery workers at once (two processes, one key): every row done once, every MP4 valid."""
+    deployment = scale.deployment
+    for name in WORKERS:  # the test before killed one worker and one triggerer
+        if name not in deployment.procs:
+            _start_worker(deployment, name)
+    for name in TRIGGERERS:
+        if name not in deployment.procs:
+            _start_triggerer(deployment, name)
+    customers = write_recipients(deployment.home / "campaign.csv", "c", CHUNKED_ROWS)
+    s3 = scale.s3.client()
+    s3.put_object(
+        Bucket=BUCKET, Key="rows/campaign.csv", Body=(deployment.home / "campaign.csv").read_bytes()
+    )
+    before = scale.emulator.stats(ALICE)["key"] or {}
+    run_id = f"chunked-{int(time.time())}"
+    conf = {
+        "rows": f"s3://{BUCKET}/rows/campaign.csv",
+        "output": f"{OUTPUT}/chunked",
+        "output_conn_id": S3_CONN,
+    }
+    deployment.airflow("dags", "trigger", CHUNKED, "--run-id", run_id, "--conf", json.dumps(conf))
+    view = scale.view(CHUNKED)
+    state = view.wait_for("the chunked campaign to finish", lambda: view.run_state(run_id), RUN_TIMEOUT)
+    report = view.tries_report(run_id)
+    assert state == "success", view.failure(f"run {state}\n{report}", run_id)
+
+    chunks = [t for t in view.task_instances(run_id) if t[0] == "campaign"]
+    assert [t[1] for t in chunks] == list(range(CHUNKED_ROWS // CHUNK_SIZE)), report
+    # Each worker writes the logs of what it ran on its own disk: both ran chunks.
+    pattern = f"dag_id={CHUNKED}/run_id={run_id}/task_id=campaign/map_index=*/attempt=*.log"
+    ran_on = {
+        name: sorted(p.parent.name for p in (deployment.home / name / "logs").glob(pattern))
+        for name in WORKERS
+    }
+    assert all(ran_on.values()), (ran_on, report)
+
+    prefix = f"scale/chunked/campaign/{run_id}/"
+    objects = {o["Key"]: o for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])}
+    manifests = {}
+    for key in sorted(k for k in objects if k.endswith(".jsonl")):
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+        manifests.update({r["key"]: r for r in map(json.loads, body.splitlines())})
+    assert sorted(manifests) == sorted(customers), sorted(manifests)
+    assert sorted(k for k in objects if k.endswith(".mp4")) == sorted(f"{prefix}{c}.mp4" for c in customers)
+    problems = []
+    for customer in customers:
+        record = manifests[customer]
+        body = s3.get_object(Bucket=BUCKET, Key=f"{prefix}{customer}.mp4")["Body"].read()
+        if record["stage"] != "done" or (len(body), hashlib.sha256(body).hexdigest()) != (
+            record["size"],
+            record["sha256"],
+        ):
+            problems.append(f"{customer}: {record}")
+        problems += [p for p in [unplayable(io.BytesIO(body), customer)] if p]
+    assert not problems, problems
+
+    after = scale.emulator.stats(ALICE)["key"] or {}
+    made = {k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in CREATES}
+    rows = CHUNKED_ROWS
+    assert made == dict(zip(CREATES, (rows, 2 * rows, 2 * rows, rows), strict=True)), made
+    lost = view.unexplained_tries(run_id)
+    assert not lost, view.failure(f"tries lost: {lost}\n{report}", run_id)
+    leaks = key_leaks([*deployment.log_roots, deployment.component_logs], ALICE)
+    assert not leaks, f"the API key appears in {leaks}"
