@@ -10,7 +10,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar, cast
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httpx
 import tenacity
@@ -28,7 +29,7 @@ from airflow_provider_babou.exceptions import (
     BabouServerError,
     BabouTransportError,
 )
-from airflow_provider_babou.hooks import _async, _deadline, _download
+from airflow_provider_babou.hooks import _deadline, _download
 from airflow_provider_babou.hooks._http import (
     asset_filters,
     client_kwargs,
@@ -71,6 +72,9 @@ from airflow_provider_babou.validation import (
     check_prompt,
     check_settings,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_babou.hooks._async import SharedClient
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BabouModel)
@@ -124,7 +128,7 @@ class BabouHook(RetryTiming, BaseHook):
         self._async_transport = async_transport
         self._config: connection.ClientConfig | None = None
         self._client: httpx.Client | None = None
-        self._shared: _async.SharedClient | None = None
+        self._shared: SharedClient | None = None
         self._lock = threading.Lock()
         self._window = threading.local()  # the retry window of the call running in this thread
 
@@ -143,6 +147,7 @@ class BabouHook(RetryTiming, BaseHook):
     async def aconfig(self) -> connection.ClientConfig:
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""
         if self._config is None:
+            _async = _aio()
             key = (self.babou_conn_id, *self._overrides.values())
             self._config = await _async.shared_config(key, lambda: connection.aresolve(self, aget_connection))
         return self._config
@@ -167,7 +172,7 @@ class BabouHook(RetryTiming, BaseHook):
         """Leave the triggerer's shared client (closed when its last wait leaves) and the sync one."""
         shared, self._shared = self._shared, None
         if shared is not None:
-            await _async.release(shared)
+            await _aio().release(shared)
         self.close()
 
     def dashboard_url(self, project_id: str) -> str | None:
@@ -544,6 +549,7 @@ class BabouHook(RetryTiming, BaseHook):
         """The triggerer's one GET for a wait, over the client and budget every wait on the key shares:
         ``due`` (monotonic) orders the waiters, ``timeout`` bounds the GET, ``limit`` (default ``timeout``)
         the whole call, the wait for a token included."""
+        _async = _aio()
         if self._shared is None:
             self._shared = await _async.acquire(await self.aconfig(), self._async_transport)
         return await _async.get(self._shared, target, due=due, timeout=timeout, limit=limit)
@@ -559,6 +565,14 @@ class BabouHook(RetryTiming, BaseHook):
         except BabouError as exc:
             return False, exc.sentence() if exc.http_status is None else f"Babou answered: {exc.sentence()}"
         return True, f"Connected to Babou at {self.config.base_url}"
+
+
+def _aio() -> ModuleType:
+    """:mod:`._async`, imported on first use: aiohttp is the triggerer's alone, and importing it costs
+    every DAG parse and task start about 0.1 CPU-s."""
+    from airflow_provider_babou.hooks import _async
+
+    return _async
 
 
 def _error(state: tenacity.RetryCallState) -> BaseException | None:
