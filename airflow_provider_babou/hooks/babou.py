@@ -129,7 +129,9 @@ class BabouHook(RetryTiming, BaseHook):
         self._config: connection.ClientConfig | None = None
         self._client: httpx.Client | None = None
         self._shared: SharedClient | None = None
-        self._lock = threading.Lock()
+        # Re-entrant: get_conn resolves the config under it. Threads share a hook (a campaign's
+        # pool), and Airflow 3.1's task SDK hangs on two connection lookups at once.
+        self._lock = threading.RLock()
         self._window = threading.local()  # the retry window of the call running in this thread
 
     def __repr__(self) -> str:
@@ -140,9 +142,10 @@ class BabouHook(RetryTiming, BaseHook):
     @property
     def config(self) -> connection.ClientConfig:
         """The resolved connection (sync lookup; async code uses :meth:`aconfig`)."""
-        if self._config is None:
-            self._config = connection.resolve(self, get_connection)
-        return self._config
+        with self._lock:
+            if self._config is None:
+                self._config = connection.resolve(self, get_connection)
+            return self._config
 
     async def aconfig(self) -> connection.ClientConfig:
         """The resolved connection, looked up with ``aget_connection`` (safe in the triggerer)."""

@@ -47,18 +47,26 @@ def campaign(tmp_path: Path, source: Any, **kwargs: Any) -> BabouCampaignOperato
     return BabouCampaignOperator(**args)
 
 
-def run(op: BabouCampaignOperator, context: Any) -> tuple[dict[str, Any], int]:
+def run(
+    op: BabouCampaignOperator, context: Any, resume: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], int]:
     """Run a campaign as Airflow does (execute, then each resume after its trigger's event);
-    return its result and how many times it deferred."""
-    call, deferrals = (lambda: op.execute(context)), 0
+    return its result and how many times it deferred. ``resume`` keeps the last resume's
+    ``(method, kwargs)``; given one already, the run starts with it (Airflow 3.1's retries)."""
+    resume = {} if resume is None else resume
+    if "last" in resume:
+        call = lambda: op.resume_execution(*resume["last"], context)  # noqa: E731
+    else:
+        call = lambda: op.execute(context)  # noqa: E731
+    deferrals = 0
     while True:
         try:
             return call(), deferrals
         except TaskDeferred as deferral:
             deferrals += 1
             event = drive(deferral.trigger)
-            kwargs = {**(deferral.kwargs or {}), "event": event}
-            call = lambda d=deferral, k=kwargs: op.resume_execution(d.method_name, k, context)  # noqa: E731
+            resume["last"] = (deferral.method_name, {**(deferral.kwargs or {}), "event": event})
+            call = lambda r=resume["last"]: op.resume_execution(*r, context)  # noqa: E731
 
 
 def manifest_rows(tmp_path: Path) -> dict[str, dict[str, Any]]:
@@ -152,8 +160,9 @@ def test_rows_come_from_csv_and_json_lines_files(quick: Env, tmp_path: Path) -> 
 
 def test_failed_rows_fail_the_task_and_a_retry_redoes_only_them(quick: Env, tmp_path: Path) -> None:
     quick.emulator.fail_next(ALICE, "prompt", count=3, message="Generation failed: GPU on fire")
+    resume: dict[str, Any] = {}
     with pytest.raises(BabouCampaignError) as info:
-        run(campaign(tmp_path, rows(10)), make_context())
+        run(campaign(tmp_path, rows(10)), make_context(), resume)
     failed = {k for k, r in manifest_rows(tmp_path).items() if r["stage"] == "failed"}
     assert 2 <= len(failed) <= 3  # three prompts failed: one row may hold two of them
     text = str(info.value)
@@ -163,7 +172,8 @@ def test_failed_rows_fail_the_task_and_a_retry_redoes_only_them(quick: Env, tmp_
     before = quick.counts()
     assert before["exports_started"] == 10 - len(failed)
 
-    result, _ = run(campaign(tmp_path, rows(10)), make_context(FakeTI(try_number=2)))
+    # The retry begins as Airflow 3.1 begins it: resuming the failed try's last deferral.
+    result, _ = run(campaign(tmp_path, rows(10)), make_context(FakeTI(try_number=2)), resume)
 
     assert result["done"] == 10
     assert result["failed"] == 0
