@@ -13,7 +13,6 @@ from airflow.sdk import Asset
 from airflow_provider_babou.campaign.manifest import WAITING, Manifest, RowRecord, describe_counts
 from airflow_provider_babou.campaign.rows import Template, chunk, chunk_count, keys_of, load_rows, plan_rows
 from airflow_provider_babou.campaign.work import CampaignWork
-from airflow_provider_babou.deferral import try_number
 from airflow_provider_babou.exceptions import BabouCampaignError, BabouError, BabouInputError
 from airflow_provider_babou.operators._common import BabouBaseOperator
 from airflow_provider_babou.operators._steps import as_location, run_marker
@@ -150,19 +149,8 @@ class BabouCampaignOperator(BabouBaseOperator):
 
     def resume(self, context: Context, event: Any = None, **_: Any) -> dict[str, Any]:
         """Resume after the campaign trigger fired: record its outcomes, then go on."""
-        carry = (event.get("carry") if isinstance(event, dict) else None) or {}
-        if carry.get("try", try_number(context)) != try_number(context):
-            # Airflow 3.1 hands a retry the failed try's deferral (see deferral.py). The event names
-            # the try that deferred: this holds where the mixin's XCom record did not (a mapped
-            # chunk's retry on 3.1.0, in tests/deployment/test_campaign_deployment.py).
-            self.log.warning(
-                "Try %s was handed try %s's trigger event (Airflow 3.1 keeps a deferral across "
-                "retries); starting over with execute()",
-                try_number(context),
-                carry["try"],
-            )
-            return self.execute(context)
         raise_for_event(event)  # the trigger broke (an error event) or no event came
+        carry = event.get("carry") or {}
         plans, manifest = self._prepare(context, new_try=False)
         with self.session() as hook:
             self._apply(hook, manifest, event.get("outcomes") or {})
@@ -260,7 +248,7 @@ class BabouCampaignOperator(BabouBaseOperator):
                     poll_backoff=self.policy.backoff,
                     max_poll_interval=self.policy.max_interval,
                     not_before=time.time() + self.min_deferral if self.deferrable else None,
-                    carry={"deadline": deadline, "started": started, "try": try_number(context)},
+                    carry={"deadline": deadline, "started": started},
                 )
                 if self.deferrable:
                     self.record_deferring_try(context)

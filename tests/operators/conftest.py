@@ -42,8 +42,10 @@ class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
 
-    def xcom_pull(self, task_ids: str, key: str) -> Any:
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int | None = None) -> Any:
         assert task_ids == self.task_id
+        if map_indexes is None and self.map_index >= 0:
+            return [self.xcoms.get(key)]  # Airflow 3.1: every map index of a mapped task
         return self.xcoms.get(key)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_babou import deferral
 from airflow_provider_babou._compat import TaskDeferred
 from airflow_provider_babou.campaign.manifest import Manifest
 from airflow_provider_babou.exceptions import BabouCampaignError, BabouInputError
@@ -158,11 +159,15 @@ def test_rows_come_from_csv_and_json_lines_files(quick: Env, tmp_path: Path) -> 
     assert (tmp_path / "videos" / "c-0004.mp4").exists()
 
 
-def test_failed_rows_fail_the_task_and_a_retry_redoes_only_them(quick: Env, tmp_path: Path) -> None:
+def test_failed_rows_fail_the_task_and_a_retry_redoes_only_them(
+    quick: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deferral, "RESUME_SURVIVES_RETRY", True)  # Airflow 3.1's retries, on any Airflow
     quick.emulator.fail_next(ALICE, "prompt", count=3, message="Generation failed: GPU on fire")
     resume: dict[str, Any] = {}
+    first_try = FakeTI(try_number=1, map_index=0)  # a mapped chunk
     with pytest.raises(BabouCampaignError) as info:
-        run(campaign(tmp_path, rows(10)), make_context(), resume)
+        run(campaign(tmp_path, rows(10)), make_context(first_try), resume)
     failed = {k for k, r in manifest_rows(tmp_path).items() if r["stage"] == "failed"}
     assert 2 <= len(failed) <= 3  # three prompts failed: one row may hold two of them
     text = str(info.value)
@@ -173,7 +178,8 @@ def test_failed_rows_fail_the_task_and_a_retry_redoes_only_them(quick: Env, tmp_
     assert before["exports_started"] == 10 - len(failed)
 
     # The retry begins as Airflow 3.1 begins it: resuming the failed try's last deferral.
-    result, _ = run(campaign(tmp_path, rows(10)), make_context(FakeTI(try_number=2)), resume)
+    retry = FakeTI(try_number=2, map_index=0, xcoms=dict(first_try.xcoms))  # kept by the deferral
+    result, _ = run(campaign(tmp_path, rows(10)), make_context(retry), resume)
 
     assert result["done"] == 10
     assert result["failed"] == 0

@@ -84,15 +84,16 @@ class TestStartExport:
         deferred(op, make_context(first_try))
         assert (DEFERRED_TRY_XCOM_KEY in first_try.xcoms) is deferral_module.RESUME_SURVIVES_RETRY
 
+    @pytest.mark.parametrize("map_index", [-1, 3], ids=["unmapped", "mapped"])
     def test_retry_never_resumes_an_earlier_trys_event(
-        self, env: Env, monkeypatch: pytest.MonkeyPatch
+        self, env: Env, monkeypatch: pytest.MonkeyPatch, map_index: int
     ) -> None:
         # Airflow 3.1 keeps next_method/next_kwargs across a retry: try 2 is "resumed" with
         # try 1's failed event. It must start over (and reuse the export), not re-raise it.
         monkeypatch.setattr(deferral_module, "RESUME_SURVIVES_RETRY", True)  # 3.1's behaviour, on any Airflow
         project_id, _ = env.project_with_prompt()
         op = BabouStartExportOperator(task_id="e", project_id=project_id, deferrable=True, **FAST)
-        first_try = FakeTI(try_number=1)
+        first_try = FakeTI(try_number=1, map_index=map_index)
         deferral = deferred(op, make_context(first_try))
         assert deferral.method_name == "execute_complete"
         assert first_try.xcoms[DEFERRED_TRY_XCOM_KEY] == 1
@@ -108,7 +109,7 @@ class TestStartExport:
         with pytest.raises(BabouServerError, match="Gave up"):  # the same try: the event counts
             resume(op, make_context(first_try), deferral, gave_up)
         env.hook.wait_for_export(project_id, poll=FAST_POLL)
-        retry = FakeTI(try_number=2, xcoms=dict(first_try.xcoms))  # XCom survives a deferral
+        retry = FakeTI(try_number=2, map_index=map_index, xcoms=dict(first_try.xcoms))  # kept by a deferral
         result = resume(op, make_context(retry), deferral, gave_up)
         assert result["status"] == "completed"
         assert env.counts()["exports_started"] == 1
