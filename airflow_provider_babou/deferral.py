@@ -60,13 +60,9 @@ class RetryAwareResumeMixin:
         number = _try_number(context)
         if not RESUME_SURVIVES_RETRY or number is None or not hasattr(ti, "xcom_pull"):
             return False
-        map_index = getattr(ti, "map_index", -1)
-        # Named: Airflow 3.1 pulls every map index of a mapped task without it (a list, never an int).
-        deferred_on = ti.xcom_pull(
-            task_ids=ti.task_id,
-            key=DEFERRED_TRY_XCOM_KEY,
-            map_indexes=map_index if isinstance(map_index, int) else -1,
-        )
+        # This task instance's own record: without map_indexes, Airflow pulls every map index of a
+        # mapped task (a list, or another index's number when only one holds the key).
+        deferred_on = ti.xcom_pull(task_ids=ti.task_id, key=DEFERRED_TRY_XCOM_KEY, map_indexes=ti.map_index)
         return isinstance(deferred_on, int) and deferred_on != number
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:

@@ -65,7 +65,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess  # noqa: E402
-from tests.deployment.harness import Deployment, running_deployment, unplayable, write_recipients  # noqa: E402
+from tests.deployment.harness import (  # noqa: E402
+    CREATES,
+    Deployment,
+    read_manifests,
+    running_deployment,
+    unplayable,
+    write_recipients,
+)
 from tests.deployment.services import postgres_cluster  # noqa: E402
 
 CAMPAIGN = "babou_campaign"
@@ -75,7 +82,6 @@ KEY_B = "sk-bab-bench-campaign-b"
 COMPONENTS = ("scheduler", "workers", "api-server", "triggerer", "dag-processor")
 SAMPLE_EVERY = 0.2
 RETRY_DELAY = 30  # seconds: long enough to read the counters between a failed try and its retry
-CREATES = ("projects_created", "chapters_created", "prompts_submitted", "exports_started")
 
 
 # -- CPU and memory of each component's process tree ----------------------------------------------
@@ -298,16 +304,6 @@ def check_created(
     }
     if result.created != expected:
         result.problems.append(f"Babou counters {result.created}, expected {expected}")
-
-
-def read_manifests(folder: Path) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    for path in sorted(folder.glob("manifest*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                rows[record["key"]] = record
-    return rows
 
 
 def check_manifests(result: Result, folder: Path, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -152,6 +152,9 @@ def child(spec_path: str, result_path: str) -> None:
 
     conn_id = BABOU_CONN_ID if side == "ours" else HTTP_CONN_ID
     if side == "ours":
+        # Imported before GO on both sides, as in a running triggerer: the hook imports its aiohttp
+        # client on the first wait, not with the trigger class.
+        import airflow_provider_babou.hooks._async  # noqa: F401
         from airflow_provider_babou.triggers.babou import BabouExportTrigger
 
         def make(project_id: str, end_time: float) -> Any:

@@ -129,6 +129,22 @@ def key_leaks(folders: Iterable[Path], key: str) -> list[str]:
 # -- what the example DAGs read and write -----------------------------------------------------------
 
 
+#: Babou's counters of what it made (``EmulatorControl.stats``): a video makes one project and export
+#: and a chapter and prompt per chapter.
+CREATES = ("projects_created", "chapters_created", "prompts_submitted", "exports_started")
+
+
+def read_manifests(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every row of the campaign manifests (``manifest*.jsonl``) in ``folder``, by row key."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("manifest*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                rows[record["key"]] = record
+    return rows
+
+
 def write_recipients(path: Path, prefix: str, rows: int) -> list[str]:
     """Write the CSV ``babou_personalized_videos`` reads: ``rows`` customers ``<prefix>-NN``; their ids."""
     ids = [f"{prefix}-{i:02d}" for i in range(1, rows + 1)]

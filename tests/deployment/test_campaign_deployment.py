@@ -23,9 +23,11 @@ import pytest
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess
 from tests.conftest import REPO
 from tests.deployment.harness import (
+    CREATES,
     Deployment,
     TaskTry,
     key_leaks,
+    read_manifests,
     running_deployment,
     unplayable,
     write_recipients,
@@ -61,15 +63,6 @@ def deployment(babou_emulator_server: EmulatorProcess) -> Iterator[Deployment]:
         ) as deployment,
     ):
         yield deployment
-
-
-def _manifests(folder: Path) -> dict[str, dict[str, Any]]:
-    rows = {}
-    for path in sorted(folder.glob("manifest-*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            rows[record["key"]] = record
-    return rows
 
 
 def _rows_with_a_failed_prompt(emulator: EmulatorControl, manifest: dict[str, dict[str, Any]]) -> set[str]:
@@ -114,7 +107,7 @@ def test_a_chunked_campaign_survives_failed_prompts_and_retries_only_them(
     chunks = [t for t in deployment.task_instances(run_id) if t[0] == "campaign"]
     assert [t[1] for t in chunks] == [0, 1, 2], report
     folder = output / "campaign" / run_id
-    manifest = _manifests(folder)
+    manifest = read_manifests(folder)
     assert sorted(manifest) == customers, sorted(manifest)
     not_done = {k: r["stage"] for k, r in manifest.items() if r["stage"] != "done"}
     assert not not_done, not_done
@@ -134,8 +127,7 @@ def test_a_chunked_campaign_survives_failed_prompts_and_retries_only_them(
 
     # Each project, chapter and export made once; the failed prompts, and only those, sent twice.
     counts = emulator.stats(ALICE)["key"]
-    creates = ("projects_created", "chapters_created", "prompts_submitted", "exports_started")
-    made = {k: counts[k] for k in creates}
+    made = {k: counts[k] for k in CREATES}
     assert made == {
         "projects_created": ROWS,
         "chapters_created": 2 * ROWS,

@@ -48,6 +48,7 @@ import pytest
 from airflow_provider_babou.emulator import EmulatorControl, EmulatorProcess
 from tests.conftest import REPO
 from tests.deployment.harness import (
+    CREATES,
     Deployment,
     component_env,
     copy_dags,
@@ -68,7 +69,6 @@ MAPPED = "personalized_video"
 CHUNKED = "babou_campaign"
 CHUNKED_ROWS = 24
 CHUNK_SIZE = 6  # four chunks: two per worker at concurrency 2
-CREATES = ("projects_created", "chapters_created", "prompts_submitted", "exports_started")
 ROWS = 8
 POOL_SLOTS = 6  # fewer than ROWS: the pool, counting deferred tasks, caps the videos in flight
 # Up to POOL_SLOTS + 3 (the pipeline's prompts) waits at once: with 5 each, neither triggerer can
@@ -334,8 +334,8 @@ def test_celery_two_triggerers_and_s3_survive_a_lost_worker_and_triggerer(scale:
 
 
 def test_a_chunked_campaign_runs_across_both_celery_workers_on_one_key(scale: Scale) -> None:
-    """``babou_campaign`` in chunks, rows read from S3 and videos written there, its chunks on both
-    Celery workers at once (two processes, one key): every row done once, every MP4 valid."""
+    """``babou_campaign`` in chunks, rows read from S3 and videos written there, its chunks run by
+    both Celery workers (two processes, one key): every row done once, every MP4 valid."""
     deployment = scale.deployment
     for name in WORKERS:  # the test before killed one worker and one triggerer
         if name not in deployment.procs:
@@ -376,6 +376,7 @@ def test_a_chunked_campaign_runs_across_both_celery_workers_on_one_key(scale: Sc
     manifests = {}
     for key in sorted(k for k in objects if k.endswith(".jsonl")):
         body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+        assert ALICE not in body, f"the API key is in {key}"
         manifests.update({r["key"]: r for r in map(json.loads, body.splitlines())})
     assert sorted(manifests) == sorted(customers), sorted(manifests)
     assert sorted(k for k in objects if k.endswith(".mp4")) == sorted(f"{prefix}{c}.mp4" for c in customers)

@@ -27,6 +27,9 @@ PNG = (
 )
 
 
+NOT_GIVEN = object()
+
+
 @dataclass
 class FakeTI:
     """The parts of a running task instance the operators touch."""
@@ -42,10 +45,11 @@ class FakeTI:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
 
-    def xcom_pull(self, task_ids: str, key: str, map_indexes: int | None = None) -> Any:
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: Any = NOT_GIVEN) -> Any:
         assert task_ids == self.task_id
-        if map_indexes is None and self.map_index >= 0:
-            return [self.xcoms.get(key)]  # Airflow 3.1: every map index of a mapped task
+        if map_indexes is NOT_GIVEN:  # Airflow 3.1: a mapped task's every map index, as a list
+            return [self.xcoms.get(key)] if self.map_index >= 0 else self.xcoms.get(key)
+        assert map_indexes == self.map_index, (map_indexes, self.map_index)  # this one's XComs only
         return self.xcoms.get(key)
 
 

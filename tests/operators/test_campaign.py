@@ -178,6 +178,7 @@ def test_failed_rows_fail_the_task_and_a_retry_redoes_only_them(
     assert before["exports_started"] == 10 - len(failed)
 
     # The retry begins as Airflow 3.1 begins it: resuming the failed try's last deferral.
+    assert "last" in resume  # the first try failed after a resume
     retry = FakeTI(try_number=2, map_index=0, xcoms=dict(first_try.xcoms))  # kept by the deferral
     result, _ = run(campaign(tmp_path, rows(10)), make_context(retry), resume)
 

@@ -65,6 +65,7 @@ async def test_a_failed_prompt_is_a_failed_outcome_naming_its_chapter(
 
     event = await only_event([["prompts", done], ["prompts", failed]], batch_window=600)
 
+    assert event["pending"] == 0, event
     assert event["outcomes"][f"prompts:{done}"] == ["success", None, None]
     status, message, _ = event["outcomes"][f"prompts:{failed}"]
     # The chapter list carries no reason; the task reads the failed chapter's prompt for Babou's.
