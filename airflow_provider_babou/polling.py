@@ -345,9 +345,12 @@ class WaitClock:
         """
         if not error.transient:
             raise error
-        self.failures += 1
-        if self.failures > self.max_failures:
-            raise error
+        # A 429 is the key's budget speaking, not Babou failing: it neither counts nor resets the
+        # streak, and only the deadline bounds it (many waits on a busy key would otherwise give up).
+        if not isinstance(error, BabouRateLimitError):
+            self.failures += 1
+            if self.failures > self.max_failures:
+                raise error
         # A wait's retry is its next poll, on the wait's own cadence; a Retry-After pushes it back.
         retry_after = getattr(error, "retry_after", None)
         self.early = delay = self._cut(max(next(self._delays), retry_after or 0.0))  # never sooner

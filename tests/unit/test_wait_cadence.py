@@ -143,6 +143,19 @@ def test_after_a_failed_poll_no_early_retry() -> None:
     assert clock.early == 7
 
 
+def test_429s_never_end_a_wait_only_its_deadline_does() -> None:
+    from airflow_provider_babou.exceptions import BabouRateLimitError, BabouServerError
+
+    clock = polling.WaitClock(time.time() + 1000, polling.PollPolicy(2, 1.5, 30), 1)
+    busy = BabouRateLimitError("slow", retry_after=1, http_status=429)
+    assert clock.failed(BabouServerError("oops", http_status=500)) > 0
+    for _ in range(50):  # a busy key: neither counted nor a reset of the 5xx streak
+        assert clock.failed(busy) > 0
+    assert clock.failures == 1
+    with pytest.raises(BabouServerError):
+        clock.failed(BabouServerError("oops again", http_status=500))
+
+
 def test_babous_window_no_polls_long_before_dense_inside_then_as_usual(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
